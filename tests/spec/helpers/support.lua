@@ -1,0 +1,71 @@
+-- What specs share: running bin/lettash as a child process and capturing what it did.
+local _M = {}
+
+local function abspath(p)
+  if p:sub(1, 1) == "/" then return p end
+  local pwd = os.getenv("PWD") or io.popen("pwd"):read("l")
+  return pwd .. "/" .. p
+end
+
+-- The binary under test: bin/lettash, or bin/asan/lettash when tests/run.sh runs with ASAN=1.
+_M.bin = abspath(os.getenv("LETTASH_BIN") or "bin/lettash")
+_M.root = abspath(".")
+
+function _M.quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+function _M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function _M.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+function _M.tmpdir()
+  local p = io.popen("mktemp -d")
+  local dir = p:read("l")
+  p:close()
+  return dir
+end
+
+function _M.rmdir(dir)
+  if dir and dir:match("^/tmp/") then os.execute("rm -rf " .. _M.quote(dir)) end
+end
+
+-- Runs a shell command line; returns {code=, stdout=, stderr=}.
+-- opts: stdin (text), env (table of NAME = value, false to unset), cwd.
+function _M.sh(cmdline, opts)
+  opts = opts or {}
+  local dir = _M.tmpdir()
+  local prefix = ""
+  for k, v in pairs(opts.env or {}) do
+    prefix = prefix .. (v == false and ("unset " .. k .. "; ") or ("export " .. k .. "=" .. _M.quote(v) .. "; "))
+  end
+  if opts.cwd then prefix = prefix .. "cd " .. _M.quote(opts.cwd) .. " && " end
+  local stdin = "/dev/null"
+  if opts.stdin then stdin = _M.write_file(dir .. "/stdin", opts.stdin) end
+  local full = string.format("(%s%s) < %s > %s/out 2> %s/err", prefix, cmdline, _M.quote(stdin), dir, dir)
+  local ok, how, code = os.execute(full)
+  local r = { code = how == "exit" and code or 128 + code, stdout = _M.read_file(dir .. "/out"),
+              stderr = _M.read_file(dir .. "/err") }
+  _M.rmdir(dir)
+  return r
+end
+
+-- Runs bin/lettash with the given argument list.
+function _M.lettash(args, opts)
+  local parts = { _M.quote(_M.bin) }
+  for _, a in ipairs(args or {}) do parts[#parts + 1] = _M.quote(a) end
+  return _M.sh(table.concat(parts, " "), opts)
+end
+
+return _M

@@ -1,0 +1,50 @@
+-- letta.json: the JSON wrapper that fixes what Debian's lua-cjson gets wrong under Lua 5.4.
+local letta = require "letta"
+local json = letta.json
+
+describe("letta.json", function()
+  it("decodes integral numbers to integers and others to floats", function()
+    assert.equal("integer", math.type(json.decode("[1]")[1]))
+    assert.equal("integer", math.type(json.decode('{"limit": 5000}').limit))
+    assert.equal("float", math.type(json.decode("0.5")))
+    assert.equal("float", math.type(json.decode("2.0")))
+  end)
+
+  it("encodes integers up to 2^53 and beyond with every digit", function()
+    assert.equal('{"n":9007199254740993}', json.encode({ n = 9007199254740993 }))
+    assert.equal("[123456789012345678]", json.encode({ 123456789012345678 }))
+    assert.equal(9007199254740993, json.decode(json.encode(9007199254740993)))
+  end)
+
+  it("has a null sentinel that round-trips", function()
+    local v = json.decode('{"description": null, "tags": [null]}')
+    assert.equal(json.null, v.description)
+    assert.equal(json.null, v.tags[1])
+    assert.equal('{"a":null}', json.encode({ a = json.null }))
+    assert.equal(require("cjson").null, json.null)
+  end)
+
+  it("lets callers mark empty arrays and objects", function()
+    assert.equal('{"tags":[]}', json.encode({ tags = json.array() }))
+    assert.equal('{"metadata":{}}', json.encode({ metadata = json.object() }))
+    assert.equal("[1,2]", json.encode(json.array({ 1, 2 })))
+    assert.equal("{}", json.encode({}))
+  end)
+
+  it("keeps arrays and objects apart through a decode and encode", function()
+    local v = json.decode('{"agent_ids": [], "properties": {}}')
+    assert.is_true(json.is_array(v.agent_ids))
+    assert.is_false(json.is_array(v.properties))
+    assert.equal('{"agent_ids":[]}', json.encode({ agent_ids = v.agent_ids }))
+    assert.equal('{"properties":{}}', json.encode({ properties = v.properties }))
+  end)
+
+  it("raises clear errors for bad input", function()
+    assert.has_error(function() json.decode("{bad") end)
+    local ok, err = pcall(json.decode, '{"a": 1,}')
+    assert.is_false(ok)
+    assert.matches("json: expected string key in object at byte 9", err, 1, true)
+    ok, err = pcall(json.encode, { f = print })
+    assert.matches("json: cannot encode a value of type function", err, 1, true)
+  end)
+end)
