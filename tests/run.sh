@@ -61,6 +61,8 @@ skip_suite() { SUMMARY+=("$(printf '%-14s skipped: %s' "$1" "$2")"); }
 run_suite c-unit "$BINDIR/lettash_tests"
 run_suite lua-specs "$BINDIR/lettash" /usr/bin/busted
 
+run_suite fuzz-corpus tests/fuzz/run.sh 0   # replays the fuzz seed corpus and past crashes
+
 # These two do not run lettash's code, so the sanitizer build has nothing to add to them.
 if [ "${ASAN:-0}" = 1 ]; then
   skip_suite emulator "runs no lettash code (ASAN=1)"
