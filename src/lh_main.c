@@ -306,14 +306,27 @@ static void history_add(const char *line) {
 }
 #endif
 
+/* The prompt: _PROMPT / _PROMPT2 when set (as in lua.c), else "> " / ">> ". It stays on the
+ * stack while in use: the caller pops it. */
+static const char *get_prompt(lua_State *L, int firstline) {
+  if (lua_getglobal(L, firstline ? "_PROMPT" : "_PROMPT2") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return lua_pushstring(L, firstline ? PROMPT : PROMPT2);
+  }
+  const char *p = luaL_tolstring(L, -1, NULL);
+  lua_remove(L, -2); /* keep the string (on the stack) while it is in use */
+  return p;
+}
+
 /* Reads one line into a Lua string on the stack; 0 at end of input. */
 static int pushline(lua_State *L, int firstline) {
-  const char *prompt = firstline ? PROMPT : PROMPT2;
+  const char *prompt = interactive_tty ? get_prompt(L, firstline) : "";
   char *line;
   size_t len;
 #ifdef LH_READLINE
   if (interactive_tty) {
     line = readline(prompt);
+    lua_pop(L, 1); /* the prompt */
     if (line == NULL) return 0;
     lua_pushstring(L, line);
     free(line);
@@ -324,6 +337,7 @@ static int pushline(lua_State *L, int firstline) {
   if (interactive_tty) { /* no readline: plain prompts on a terminal only */
     fputs(prompt, stdout);
     fflush(stdout);
+    lua_pop(L, 1);
   }
   if (fgets(buffer, sizeof buffer, stdin) == NULL) return 0;
   line = buffer;

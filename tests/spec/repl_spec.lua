@@ -55,20 +55,21 @@ describe("lettash REPL", function()
     assert.equal(0, r.code)
   end)
 
-  it("edits lines and saves history to ~/.lettash_history on a terminal", function()
+  it("edits lines, shows _PROMPT and saves history to ~/.lettash_history on a terminal", function()
     if sh("command -v script").code ~= 0 then
       pending("util-linux 'script' is needed to give the REPL a terminal")
       return
     end
     local home = support.tmpdir()
-    local r = sh(string.format("printf 'answer = 40 + 2\\nanswer\\n' | HOME=%s timeout 20 script -qec %s /dev/null",
+    local r = sh(string.format("printf 'answer = 40 + 2\\n_PROMPT = \"L> \"\\nanswer\\n' | HOME=%s timeout 20 script -qec %s /dev/null",
                                home, support.quote(support.bin)))
     local history = support.read_file(home .. "/.lettash_history")
     support.rmdir(home)
     assert.equal(0, r.code)
-    assert.matches("> answer", r.stdout, 1, true)
+    assert.matches("> answer = 40 + 2", r.stdout, 1, true)
+    assert.matches("L> answer", r.stdout, 1, true) -- _PROMPT is honoured, as in lua.c
     assert.matches("42", r.stdout, 1, true)
     assert.is_not_nil(history)
-    assert.matches("answer = 40 + 2\nanswer\n", history, 1, true)
+    assert.matches("answer = 40 + 2\n_PROMPT = \"L> \"\nanswer\n", history, 1, true)
   end)
 end)
