@@ -7,6 +7,9 @@
 
 #include <stddef.h>
 
+/* curl.h turns curl_easy_setopt and friends into type-checking macros under gcc; they would
+ * also rewrite calls through our function table (api->curl_easy_setopt(...)). */
+#define CURL_DISABLE_TYPECHECK 1
 #include <curl/curl.h>
 
 /* X(return type, name, parameter list) for every libcurl function lettash calls. */

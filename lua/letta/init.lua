@@ -1,5 +1,5 @@
 -- The `letta` module: the entry point of the Lua library (`local letta = require "letta"`).
--- It grows with the client, the store and the workflows; each lives in its own letta.* module.
+-- Each part lives in its own letta.* module; this one gathers what scripts use.
 local core = require "letta.core"
 
 local _M = {
@@ -11,5 +11,19 @@ local _M = {
 function _M.versions()
   return core.versions()
 end
+
+-- letta.client{base_url=, token=, timeout=, max_retries=, ...}: see letta.client.
+function _M.client(opts)
+  return require("letta.client").new(opts)
+end
+
+-- Concurrency (letta.loop): spawn(fn, ...) -> task, gather(tasks) -> results, run(), step(ms),
+-- sleep(s), await(request).
+local loop = require "letta.loop"
+_M.spawn, _M.gather, _M.run, _M.step, _M.sleep = loop.spawn, loop.gather, loop.run, loop.step, loop.sleep
+
+-- Errors: every failed call raises a letta.Error; letta.is_error(v [, code]) tells one.
+local errors = require "letta.errors"
+_M.Error, _M.is_error = errors.Error, errors.is
 
 return _M

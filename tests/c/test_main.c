@@ -12,6 +12,28 @@ int lh_check_failures;
   X(test_json_malformed_input)            \
   X(test_json_depth_limits)               \
   X(test_json_round_trip_document)        \
+  X(test_sse_single_event)                \
+  X(test_sse_several_events_in_one_chunk) \
+  X(test_sse_multi_line_data)             \
+  X(test_sse_event_field_sets_type_for_one_event) \
+  X(test_sse_id_persists_and_id_with_nul_is_ignored) \
+  X(test_sse_retry_takes_only_ascii_digits) \
+  X(test_sse_comments_are_ignored)        \
+  X(test_sse_line_endings_lf_crlf_cr_mixed) \
+  X(test_sse_cr_at_chunk_end_then_lf)     \
+  X(test_sse_bom_only_at_the_start)       \
+  X(test_sse_no_space_after_colon)        \
+  X(test_sse_field_without_colon)         \
+  X(test_sse_empty_data_line_is_dispatched) \
+  X(test_sse_blank_lines_only_give_no_events) \
+  X(test_sse_incomplete_trailing_event_is_not_dispatched) \
+  X(test_sse_split_anywhere_gives_the_same_events) \
+  X(test_sse_letta_stream)                \
+  X(test_sse_letta_error_event)           \
+  X(test_sse_over_limit_returns_etoobig)  \
+  X(test_sse_callback_non_zero_stops)     \
+  X(test_sse_new_and_free_edge_cases)     \
+  X(test_sse_large_event_in_small_chunks) \
   X(test_runtime_embedded_library)        \
   X(test_runtime_require_letta)           \
   X(test_runtime_source_tree_override)

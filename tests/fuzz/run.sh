@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 LUA_CFLAGS=$(pkg-config --cflags lua5.4)
 FLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $LUA_CFLAGS -Isrc"
 
-declare -A SOURCES=([json]="tests/fuzz/fuzz_json.c src/lh_json.c")
+declare -A SOURCES=([json]="tests/fuzz/fuzz_json.c src/lh_json.c" [sse]="tests/fuzz/fuzz_sse.c src/lh_sse.c")
 passed=0 failed=0
 for target in "${!SOURCES[@]}"; do
   # shellcheck disable=SC2086

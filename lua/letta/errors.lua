@@ -1,0 +1,83 @@
+-- letta.Error: what every failed call raises. It carries the HTTP status (0 for transport
+-- failures), a short code, the server's message and body, the method and path, and whether trying
+-- again could help; tostring() reads like "404 Not Found: Block not found (GET /v1/blocks/block-1)".
+-- It never holds the token: errors are built from the status, the body and the path only.
+local json = require "letta.json"
+
+local setmetatable, getmetatable, type, tostring, string = setmetatable, getmetatable, type, tostring, string
+
+local _M = {}
+
+local Error = { __name = "letta.Error" }
+Error.__index = Error
+
+local REASONS = {
+  [400] = "Bad Request", [401] = "Unauthorized", [402] = "Payment Required", [403] = "Forbidden",
+  [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout", [409] = "Conflict",
+  [413] = "Payload Too Large", [422] = "Unprocessable Entity", [429] = "Too Many Requests",
+  [499] = "Client Closed Request", [500] = "Internal Server Error", [502] = "Bad Gateway",
+  [503] = "Service Unavailable", [504] = "Gateway Timeout",
+}
+
+local CODES = {
+  [400] = "bad_request", [401] = "unauthorized", [403] = "forbidden", [404] = "not_found",
+  [405] = "method_not_allowed", [408] = "request_timeout", [409] = "conflict",
+  [422] = "unprocessable_entity", [429] = "rate_limited",
+}
+
+function Error:__tostring()
+  local where = self.method and string.format(" (%s %s)", self.method, self.path or "?") or ""
+  if self.status and self.status > 0 then
+    return string.format("%d %s: %s%s", self.status, REASONS[self.status] or "Error", self.message, where)
+  end
+  return string.format("%s: %s%s", self.code or "error", self.message, where)
+end
+
+-- The message a Letta server puts in an error body: {"detail": "..."}, {"detail": {"message"}},
+-- {"error": {"message"}}, else the body itself (shortened).
+local function server_message(body)
+  if type(body) ~= "string" or body == "" then return nil end
+  local ok, v = pcall(json.decode, body)
+  if ok and type(v) == "table" then
+    local d = v.detail
+    if type(d) == "string" then return d end
+    if type(d) == "table" and type(d.message) == "string" then return d.message end
+    if type(v.error) == "table" and type(v.error.message) == "string" then return v.error.message end
+    if type(v.message) == "string" then return v.message end
+    if d ~= nil then
+      local okd, text = pcall(json.encode, d)
+      if okd then return text end
+    end
+  end
+  body = body:gsub("%s+", " ")
+  return #body > 200 and body:sub(1, 200) .. "..." or body
+end
+
+-- new{status=, code=, message=, body=, method=, path=, retryable=} -> error
+function _M.new(fields)
+  local e = setmetatable(fields, Error)
+  e.status = e.status or 0
+  if e.status > 0 then
+    e.code = e.code or CODES[e.status] or (e.status >= 500 and "server_error" or "http_error")
+    e.message = e.message or server_message(e.body) or REASONS[e.status] or "HTTP error"
+  else
+    e.code = e.code or "transport"
+    e.message = e.message or e.code
+  end
+  if e.retryable == nil then
+    local s = e.status
+    e.retryable = s == 408 or s == 409 or s == 429 or s >= 500
+      or (s == 0 and (e.code == "timeout" or e.code == "connect" or e.code == "resolve" or e.code == "reset"))
+  end
+  return e
+end
+
+-- is(v [, code]) -> true if v is a letta.Error (with that code).
+function _M.is(v, code)
+  return getmetatable(v) == Error and (code == nil or v.code == code)
+end
+
+_M.Error = Error
+_M.reason = function(status) return REASONS[status] end
+
+return _M

@@ -1,0 +1,834 @@
+/* letta.http: HTTP transfers for Lua over libcurl's multi interface, never blocking Lua for long.
+ * A session is one multi handle (its connections are kept alive and reused); a request is one
+ * transfer. C buffers everything (body, headers, SSE events) and Lua only ever pulls results, so a
+ * Lua error can never unwind through libcurl's stack: no Lua runs inside a curl callback. */
+#include "lh_http.h"
+
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <time.h>
+
+#include "lauxlib.h"
+#include "lettash.h"
+#include "lh_curl.h"
+#include "lh_sse.h"
+
+#define SESSION_MT "letta.http.Session"
+#define REQUEST_MT "letta.http.Request"
+#define SESSIONS_KEY "letta.http.sessions" /* registry: set of open sessions (weak keys) */
+#define NOTIFY_KEY "letta.http.notify"     /* registry: requests with news for the scheduler */
+#define POOL_MAX 128
+#define STREAM_PAUSE_BYTES (4 << 20) /* pause a stream whose unread events reach this */
+
+typedef struct {
+  char *data;
+  size_t len, cap;
+} Buf;
+
+typedef struct Event {
+  struct Event *next;
+  char *event, *data, *id;
+  size_t data_len;
+} Event;
+
+typedef struct Session Session;
+
+typedef struct Request {
+  Session *s; /* NULL once the session is closed */
+  CURL *easy; /* only while running */
+  struct curl_slist *headers; /* own list when the caller added headers */
+  int state; /* REQ_* */
+  int notify; /* report completion and events through NOTIFY_KEY */
+  int queued; /* already in the notify list */
+  int paused;
+  int checked; /* a stream's status was looked at */
+  CURLcode result;
+  long status;
+  size_t max_body;
+  int too_big;
+  Buf body, head;
+  lh_sse *sse;
+  Event *first, *last;
+  size_t queued_bytes;
+  char errbuf[CURL_ERROR_SIZE];
+} Request;
+
+enum { REQ_NEW, REQ_RUNNING, REQ_DONE };
+
+struct Session {
+  CURLM *multi;
+  const lh_curl_api *c;
+  struct curl_slist *base;      /* Accept, User-Agent, Authorization: the token lives only here */
+  struct curl_slist *base_json; /* the same plus Content-Type: application/json */
+  CURL *pool[POOL_MAX];
+  int npool;
+  int inflight;
+  long connect_timeout_ms;
+  size_t max_body;
+  char *ca_file;
+  int insecure;
+  int closed;
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Buffers and events */
+
+static int buf_add(Buf *b, const char *s, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *p = (char *)realloc(b->data, cap);
+    if (!p) return -1;
+    b->data = p;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, s, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+static void buf_free(Buf *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+static void event_free(Event *e) {
+  free(e->event);
+  free(e->data);
+  free(e->id);
+  free(e);
+}
+
+static void events_clear(Request *r) {
+  while (r->first) {
+    Event *e = r->first;
+    r->first = e->next;
+    event_free(e);
+  }
+  r->last = NULL;
+  r->queued_bytes = 0;
+}
+
+static char *dupn(const char *s, size_t n) {
+  char *p = (char *)malloc(n + 1);
+  if (p) {
+    memcpy(p, s, n);
+    p[n] = '\0';
+  }
+  return p;
+}
+
+static int on_sse_event(void *ud, const lh_sse_event *ev) {
+  Request *r = (Request *)ud;
+  Event *e = (Event *)calloc(1, sizeof *e);
+  if (!e) return LH_SSE_ENOMEM;
+  e->event = dupn(ev->event, strlen(ev->event));
+  e->data = dupn(ev->data, ev->data_len);
+  e->id = dupn(ev->id, strlen(ev->id));
+  e->data_len = ev->data_len;
+  if (!e->event || !e->data || !e->id) {
+    event_free(e);
+    return LH_SSE_ENOMEM;
+  }
+  if (r->last) r->last->next = e;
+  else r->first = e;
+  r->last = e;
+  r->queued_bytes += ev->data_len;
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * libcurl callbacks: C only, never Lua */
+
+static size_t on_body(char *ptr, size_t size, size_t n, void *ud) {
+  Request *r = (Request *)ud;
+  size_t len = size * n;
+  if (r->sse && !r->checked) { /* an error answer to a stream is a plain body, not events */
+    long code = 0;
+    r->checked = 1;
+    if (r->s) r->s->c->curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (code >= 300) {
+      lh_sse_free(r->sse);
+      r->sse = NULL;
+    }
+  }
+  if (r->sse) {
+    if (r->queued_bytes >= STREAM_PAUSE_BYTES) { /* the reader is behind: hold the stream */
+      r->paused = 1;
+      return CURL_WRITEFUNC_PAUSE;
+    }
+    int rc = lh_sse_feed(r->sse, ptr, len);
+    if (rc == LH_SSE_ETOOBIG) r->too_big = 1;
+    return rc == 0 ? len : 0;
+  }
+  if (r->body.len + len > r->max_body) {
+    r->too_big = 1;
+    return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
+  }
+  return buf_add(&r->body, ptr, len) == 0 ? len : 0;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
+  Request *r = (Request *)ud;
+  size_t len = size * n;
+  /* A new response (after a 100 Continue or a redirect) replaces the headers of the last. */
+  if (len > 5 && memcmp(ptr, "HTTP/", 5) == 0) r->head.len = 0;
+  return buf_add(&r->head, ptr, len) == 0 ? len : 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Sessions */
+
+static Session *check_session(lua_State *L, int idx) {
+  Session *s = (Session *)luaL_checkudata(L, idx, SESSION_MT);
+  if (s->closed) luaL_error(L, "attempt to use a closed HTTP session");
+  return s;
+}
+
+static Request *check_request(lua_State *L, int idx) {
+  return (Request *)luaL_checkudata(L, idx, REQUEST_MT);
+}
+
+static const char *opt_string(lua_State *L, int t, const char *k, const char *def) {
+  lua_getfield(L, t, k);
+  const char *v = lua_isnil(L, -1) ? def : luaL_checkstring(L, -1);
+  lua_pop(L, 1); /* the string stays referenced by the table */
+  return v;
+}
+
+static lua_Integer opt_integer(lua_State *L, int t, const char *k, lua_Integer def) {
+  lua_getfield(L, t, k);
+  lua_Integer v = lua_isnil(L, -1) ? def : luaL_checkinteger(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static struct curl_slist *slist_add(const lh_curl_api *c, struct curl_slist *l, const char *a,
+                                    const char *b) {
+  char line[1024];
+  snprintf(line, sizeof line, "%s%s", a, b);
+  struct curl_slist *n = c->curl_slist_append(l, line);
+  memset(line, 0, sizeof line); /* may have held the token */
+  return n ? n : l;
+}
+
+/* http.session{user_agent=, token=, token_header=, connect_timeout_ms=, max_body=, ca_file=,
+ * insecure=} -> session. The token goes into the Authorization header and is not kept anywhere
+ * Lua can read. */
+static int l_session(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const lh_curl_api *c = lh_curl();
+  if (!c) return luaL_error(L, "%s", lh_curl_error());
+  Session *s = (Session *)lua_newuserdatauv(L, sizeof(Session), 0);
+  memset(s, 0, sizeof *s);
+  s->closed = 1; /* created closed: nothing to release until fully set up */
+  luaL_setmetatable(L, SESSION_MT);
+  s->c = c;
+  s->connect_timeout_ms = (long)opt_integer(L, 1, "connect_timeout_ms", 10000);
+  s->max_body = (size_t)opt_integer(L, 1, "max_body", 64 << 20);
+  s->insecure = 0;
+  lua_getfield(L, 1, "insecure");
+  s->insecure = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  const char *ca = opt_string(L, 1, "ca_file", NULL);
+  if (ca && !(s->ca_file = strdup(ca))) return luaL_error(L, "out of memory");
+  const char *ua = opt_string(L, 1, "user_agent", "lettash/" LETTASH_VERSION);
+  const char *token = opt_string(L, 1, "token", NULL);
+  struct curl_slist *l = NULL;
+  l = slist_add(c, l, "Accept: application/json", "");
+  l = slist_add(c, l, "User-Agent: ", ua);
+  if (token && *token) l = slist_add(c, l, "Authorization: Bearer ", token);
+  lua_getfield(L, 1, "headers"); /* extra "Name: value" lines for every request */
+  if (lua_istable(L, -1)) {
+    for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+      l = slist_add(c, l, lua_tostring(L, -1), "");
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  s->base = l;
+  /* The JSON variant is a second list with the same lines: curl_slist has no sharing. */
+  struct curl_slist *j = NULL;
+  for (struct curl_slist *p = l; p; p = p->next) j = slist_add(c, j, p->data, "");
+  s->base_json = slist_add(c, j, "Content-Type: application/json", "");
+  s->multi = c->curl_multi_init();
+  if (!s->multi || !s->base || !s->base_json) return luaL_error(L, "cannot create HTTP session: out of memory");
+  s->closed = 0;
+  /* remember it, so http.step() drives every open session */
+  lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  return 1;
+}
+
+static void request_finish(lua_State *L, Request *r, CURLcode result);
+
+/* Aborts every transfer of the session and releases it. Idempotent; also __gc and __close. */
+static int l_session_close(lua_State *L) {
+  Session *s = (Session *)luaL_checkudata(L, 1, SESSION_MT);
+  if (s->closed) return 0;
+  const lh_curl_api *c = s->c;
+  /* In-flight requests are pinned in the session's registry table: abort them all. */
+  lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  lua_pushlightuserdata(L, s);
+  if (lua_rawget(L, LUA_REGISTRYINDEX) == LUA_TTABLE) {
+    int t = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      Request *r = (Request *)lua_touserdata(L, -1);
+      if (r && r->state == REQ_RUNNING) {
+        request_finish(L, r, CURLE_ABORTED_BY_CALLBACK);
+        snprintf(r->errbuf, sizeof r->errbuf, "the HTTP session was closed");
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  lua_pushlightuserdata(L, s);
+  lua_pushnil(L);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  for (int i = 0; i < s->npool; i++) c->curl_easy_cleanup(s->pool[i]);
+  s->npool = 0;
+  if (s->multi) c->curl_multi_cleanup(s->multi);
+  c->curl_slist_free_all(s->base);
+  c->curl_slist_free_all(s->base_json);
+  free(s->ca_file);
+  s->multi = NULL;
+  s->base = s->base_json = NULL;
+  s->ca_file = NULL;
+  s->closed = 1;
+  return 0;
+}
+
+static int l_session_tostring(lua_State *L) {
+  Session *s = (Session *)luaL_checkudata(L, 1, SESSION_MT);
+  lua_pushfstring(L, "letta.http.Session (%s, %d in flight)", s->closed ? "closed" : "open", s->inflight);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Requests */
+
+/* Pins the running request r (at stack index idx) in the session's table, so it lives until done. */
+static void pin(lua_State *L, Session *s, Request *r, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_pushlightuserdata(L, s);
+  if (lua_rawget(L, LUA_REGISTRYINDEX) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushlightuserdata(L, s);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+  }
+  lua_pushlightuserdata(L, r);
+  lua_pushvalue(L, idx);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* Pushes the request userdata of r (or nil if it is not pinned) and unpins it if unpin. */
+static int push_pinned(lua_State *L, Session *s, Request *r, int unpin) {
+  lua_pushlightuserdata(L, s);
+  if (lua_rawget(L, LUA_REGISTRYINDEX) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return 0;
+  }
+  lua_pushlightuserdata(L, r);
+  lua_rawget(L, -2);
+  if (unpin) {
+    lua_pushlightuserdata(L, r);
+    lua_pushnil(L);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
+  return !lua_isnil(L, -1);
+}
+
+/* Adds the request at the top of the stack to the scheduler's notify list (once). */
+static void notify(lua_State *L, Request *r) {
+  if (!r->notify || r->queued) return;
+  r->queued = 1;
+  lua_getfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_pop(L, 1);
+}
+
+/* The transfer is over: keep its results, give the easy handle back to the pool. */
+static void request_finish(lua_State *L, Request *r, CURLcode result) {
+  Session *s = r->s;
+  if (r->state != REQ_RUNNING) return;
+  r->state = REQ_DONE;
+  r->result = result;
+  if (s && r->easy) {
+    const lh_curl_api *c = s->c;
+    c->curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+    c->curl_multi_remove_handle(s->multi, r->easy);
+    /* drop per-request pointers before pooling: they die with r */
+    c->curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    c->curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, (char *)NULL);
+    if (s->npool < POOL_MAX) s->pool[s->npool++] = r->easy;
+    else c->curl_easy_cleanup(r->easy);
+    r->easy = NULL;
+    s->inflight--;
+  }
+  if (r->headers && s) s->c->curl_slist_free_all(r->headers);
+  r->headers = NULL;
+  if (s && push_pinned(L, s, r, 1)) notify(L, r);
+  lua_pop(L, 1);
+}
+
+static void request_release(lua_State *L, Request *r) {
+  if (r->state == REQ_RUNNING) {
+    request_finish(L, r, CURLE_ABORTED_BY_CALLBACK);
+    snprintf(r->errbuf, sizeof r->errbuf, "the request was closed before it completed");
+  }
+  buf_free(&r->body);
+  buf_free(&r->head);
+  events_clear(r);
+  lh_sse_free(r->sse);
+  r->sse = NULL;
+}
+
+static int l_request_close(lua_State *L) {
+  request_release(L, check_request(L, 1));
+  return 0;
+}
+
+/* session:request{method=, url=, body=, headers={"Name: value"...}, timeout_ms=, stream=,
+ * idle_timeout_ms=, notify=} -> request, already started. */
+static int l_request(lua_State *L) {
+  Session *s = check_session(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  const lh_curl_api *c = s->c;
+  const char *method = opt_string(L, 2, "method", "GET");
+  const char *url = opt_string(L, 2, "url", NULL);
+  if (!url) return luaL_argerror(L, 2, "'url' is required");
+  size_t body_len = 0;
+  lua_getfield(L, 2, "body");
+  const char *body = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &body_len);
+  lua_pop(L, 1);
+  long timeout_ms = (long)opt_integer(L, 2, "timeout_ms", 0);
+  long idle_ms = (long)opt_integer(L, 2, "idle_timeout_ms", 0);
+  lua_getfield(L, 2, "stream");
+  int stream = lua_toboolean(L, -1);
+  lua_getfield(L, 2, "notify");
+  int want_notify = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+
+  Request *r = (Request *)lua_newuserdatauv(L, sizeof(Request), 2); /* session, body */
+  memset(r, 0, sizeof *r);
+  r->state = REQ_DONE; /* created finished: nothing to release until started */
+  r->result = CURLE_FAILED_INIT;
+  luaL_setmetatable(L, REQUEST_MT);
+  int ridx = lua_gettop(L);
+  lua_pushvalue(L, 1); /* the request keeps its session alive */
+  lua_setiuservalue(L, ridx, 1);
+  r->s = s;
+  r->max_body = s->max_body;
+  r->notify = want_notify;
+  if (stream && !(r->sse = lh_sse_new(on_sse_event, r, s->max_body))) return luaL_error(L, "out of memory");
+
+  struct curl_slist *headers = body ? s->base_json : s->base;
+  lua_getfield(L, 2, "headers");
+  if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) {
+    for (struct curl_slist *p = headers; p; p = p->next) r->headers = slist_add(c, r->headers, p->data, "");
+    for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+      r->headers = slist_add(c, r->headers, lua_tostring(L, -1), "");
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    headers = r->headers;
+  }
+  lua_pop(L, 1);
+
+  CURL *e = s->npool > 0 ? s->pool[--s->npool] : c->curl_easy_init();
+  if (!e) return luaL_error(L, "cannot create a transfer: out of memory");
+  c->curl_easy_setopt(e, CURLOPT_URL, url);
+  c->curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
+  c->curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r);
+  c->curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  c->curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r);
+  c->curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  c->curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
+  c->curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+  c->curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  c->curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
+  c->curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+  /* For streams: an idle timeout (no byte for idle_ms) instead of a total one. */
+  c->curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, idle_ms > 0 ? 1L : 0L);
+  c->curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, idle_ms > 0 ? (idle_ms + 999) / 1000 : 0L);
+  c->curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  c->curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  c->curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, s->insecure ? 0L : 1L);
+  c->curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, s->insecure ? 0L : 2L);
+  if (s->ca_file) c->curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
+  /* Method and body. Every option is set on every use, so a pooled handle carries nothing over. */
+  int is_get = strcmp(method, "GET") == 0, is_post = strcmp(method, "POST") == 0;
+  c->curl_easy_setopt(e, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
+  if (body) {
+    c->curl_easy_setopt(e, CURLOPT_POST, 1L);
+    c->curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    c->curl_easy_setopt(e, CURLOPT_POSTFIELDS, body); /* not copied: the request holds the string */
+    lua_getfield(L, 2, "body");
+    lua_setiuservalue(L, ridx, 2);
+  } else if (is_post || !is_get) {
+    c->curl_easy_setopt(e, CURLOPT_POST, is_post ? 1L : 0L);
+    if (!is_post) c->curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    c->curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+    c->curl_easy_setopt(e, CURLOPT_POSTFIELDS, is_post ? "" : (const char *)NULL);
+  } else {
+    c->curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  }
+  c->curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, (is_get || is_post) ? (const char *)NULL : method);
+
+  CURLMcode mc = c->curl_multi_add_handle(s->multi, e);
+  if (mc != CURLM_OK) {
+    c->curl_easy_cleanup(e);
+    return luaL_error(L, "cannot start transfer: %s", c->curl_multi_strerror(mc));
+  }
+  r->easy = e;
+  r->state = REQ_RUNNING;
+  r->result = CURLE_OK;
+  s->inflight++;
+  pin(L, s, r, ridx);
+  lua_settop(L, ridx);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Driving transfers */
+
+/* Runs the session's transfers and finishes the completed ones. */
+static void session_perform(lua_State *L, Session *s) {
+  const lh_curl_api *c = s->c;
+  int running, left;
+  c->curl_multi_perform(s->multi, &running);
+  CURLMsg *m;
+  while ((m = c->curl_multi_info_read(s->multi, &left))) {
+    if (m->msg != CURLMSG_DONE) continue;
+    Request *r = NULL;
+    c->curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+    if (r) request_finish(L, r, m->data.result);
+  }
+}
+
+/* Streams with events not yet seen by the scheduler go on the notify list. */
+static void notify_streams(lua_State *L, Session *s) {
+  lua_pushlightuserdata(L, s);
+  if (lua_rawget(L, LUA_REGISTRYINDEX) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
+  int t = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    Request *r = (Request *)lua_touserdata(L, -1);
+    if (r && r->first && r->notify && !r->queued) notify(L, r);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* Collects the open sessions with transfers in flight onto the stack; returns how many. */
+static int active_sessions(lua_State *L, Session **out, int max) {
+  int n = 0;
+  lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    Session *s = (Session *)lua_touserdata(L, -1);
+    if (s && !s->closed && s->inflight > 0 && n < max) out[n++] = s;
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+/* Waits up to timeout_ms for activity on any of the sessions (or a curl timer). */
+static void wait_sessions(Session **ss, int n, int timeout_ms) {
+  if (n == 1) { /* the common case: let curl poll its own sockets and timers */
+    ss[0]->c->curl_multi_poll(ss[0]->multi, NULL, 0, timeout_ms, NULL);
+    return;
+  }
+  struct pollfd fds[256];
+  nfds_t nfds = 0;
+  for (int i = 0; i < n; i++) {
+    fd_set r, w, x;
+    int maxfd = -1;
+    long t = -1;
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_ZERO(&x);
+    ss[i]->c->curl_multi_fdset(ss[i]->multi, &r, &w, &x, &maxfd);
+    ss[i]->c->curl_multi_timeout(ss[i]->multi, &t);
+    if (t >= 0 && t < timeout_ms) timeout_ms = (int)t;
+    if (maxfd < 0 && t != 0 && timeout_ms > 50) timeout_ms = 50; /* curl has no socket yet */
+    for (int fd = 0; fd <= maxfd && nfds < 256; fd++) {
+      short ev = (short)((FD_ISSET(fd, &r) ? POLLIN : 0) | (FD_ISSET(fd, &w) ? POLLOUT : 0) |
+                         (FD_ISSET(fd, &x) ? POLLPRI : 0));
+      if (ev) {
+        fds[nfds].fd = fd;
+        fds[nfds].events = ev;
+        fds[nfds].revents = 0;
+        nfds++;
+      }
+    }
+  }
+  if (timeout_ms > 0) poll(fds, nfds, timeout_ms);
+}
+
+/* One turn of every session: perform, wait up to timeout_ms if nothing happened, perform again. */
+static void step(lua_State *L, int timeout_ms) {
+  Session *ss[64];
+  int n = active_sessions(L, ss, 64);
+  for (int i = 0; i < n; i++) session_perform(L, ss[i]);
+  if (timeout_ms > 0) {
+    lua_getfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
+    int news = lua_rawlen(L, -1) > 0;
+    lua_pop(L, 1);
+    n = active_sessions(L, ss, 64);
+    if (!news && n > 0) {
+      wait_sessions(ss, n, timeout_ms);
+      for (int i = 0; i < n; i++) session_perform(L, ss[i]);
+    } else if (!news) {
+      poll(NULL, 0, timeout_ms); /* nothing in flight: sleep, do not spin (letta.sleep, backoff) */
+    }
+  }
+  for (int i = 0; i < n; i++) notify_streams(L, ss[i]);
+}
+
+/* http.step(timeout_ms) -> list of requests with news (finished, or with stream events), for
+ * requests made with notify = true. Never blocks longer than timeout_ms (0 = poll). */
+static int l_step(lua_State *L) {
+  int timeout_ms = (int)luaL_optinteger(L, 1, 0);
+  step(L, timeout_ms < 0 ? 0 : timeout_ms);
+  lua_getfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
+  lua_newtable(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    check_request(L, -1)->queued = 0;
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+/* http.now() -> seconds on a monotonic clock, for timers. */
+static int l_now(lua_State *L) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  lua_pushnumber(L, (lua_Number)t.tv_sec + (lua_Number)t.tv_nsec / 1e9);
+  return 1;
+}
+
+/* http.inflight() -> number of transfers running in all sessions. */
+static int l_inflight(lua_State *L) {
+  Session *ss[64];
+  int n = active_sessions(L, ss, 64), total = 0;
+  for (int i = 0; i < n; i++) total += ss[i]->inflight;
+  lua_pushinteger(L, total);
+  return 1;
+}
+
+/* request:wait([slice_ms]) -> done. Drives all sessions until this request is done (or, for a
+ * stream, has events), for at most slice_ms (default 100) so that Ctrl-C hooks get to run. */
+static int l_request_wait(lua_State *L) {
+  Request *r = check_request(L, 1);
+  int slice = (int)luaL_optinteger(L, 2, 100);
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    if (r->state != REQ_RUNNING || r->first) break;
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long spent = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (spent >= slice) break;
+    step(L, (int)(slice - spent));
+  }
+  lua_pushboolean(L, r->state != REQ_RUNNING || r->first != NULL);
+  return 1;
+}
+
+/* request:streaming() -> true while the answer is read as server-sent events. */
+static int l_request_streaming(lua_State *L) {
+  lua_pushboolean(L, check_request(L, 1)->sse != NULL);
+  return 1;
+}
+
+static int l_request_done(lua_State *L) {
+  lua_pushboolean(L, check_request(L, 1)->state != REQ_RUNNING);
+  return 1;
+}
+
+static const char *error_kind(CURLcode rc, int too_big) {
+  if (too_big) return "too_large";
+  switch (rc) {
+    case CURLE_OK: return NULL;
+    case CURLE_OPERATION_TIMEDOUT: return "timeout";
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY: return "resolve";
+    case CURLE_COULDNT_CONNECT: return "connect";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH: return "tls";
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM: return "reset";
+    case CURLE_ABORTED_BY_CALLBACK: return "aborted";
+    default: return "transport";
+  }
+}
+
+/* request:result() -> status, body | nil, kind, message
+ * status is the HTTP status (0 when no response came); kind is nil on success or one of
+ * "timeout", "resolve", "connect", "tls", "reset", "too_large", "aborted", "transport". */
+static int l_request_result(lua_State *L) {
+  Request *r = check_request(L, 1);
+  if (r->state == REQ_RUNNING) return luaL_error(L, "the request is still running");
+  const char *kind = error_kind(r->result, r->too_big);
+  lua_pushinteger(L, kind ? (r->status > 0 && r->result != CURLE_OPERATION_TIMEDOUT ? r->status : 0) : r->status);
+  if (kind) {
+    lua_pushnil(L);
+    lua_pushstring(L, kind);
+    if (r->too_big) lua_pushfstring(L, "response larger than %d bytes", (int)r->max_body);
+    else if (r->errbuf[0]) lua_pushstring(L, r->errbuf);
+    else lua_pushstring(L, r->s ? r->s->c->curl_easy_strerror(r->result) : "transfer failed");
+    return 4;
+  }
+  lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
+  return 2;
+}
+
+/* request:headers() -> {lower-case name = value} of the final response. */
+static int l_request_headers(lua_State *L) {
+  Request *r = check_request(L, 1);
+  lua_newtable(L);
+  const char *p = r->head.data, *end = p ? p + r->head.len : NULL;
+  while (p && p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (!eol) eol = end;
+    const char *colon = memchr(p, ':', (size_t)(eol - p));
+    if (colon && colon > p) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (const char *k = p; k < colon; k++) luaL_addchar(&b, (char)((*k >= 'A' && *k <= 'Z') ? *k + 32 : *k));
+      luaL_pushresult(&b);
+      const char *v = colon + 1, *ve = eol;
+      while (v < ve && (*v == ' ' || *v == '\t')) v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ')) ve--;
+      lua_pushlstring(L, v, (size_t)(ve - v));
+      lua_rawset(L, -3);
+    }
+    p = eol + 1;
+  }
+  return 1;
+}
+
+/* request:events() -> list of {event=, data=, id=} received since the last call (streams). */
+static int l_request_events(lua_State *L) {
+  Request *r = check_request(L, 1);
+  lua_newtable(L);
+  lua_Integer i = 0;
+  for (Event *e = r->first; e; e = e->next) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, e->event);
+    lua_setfield(L, -2, "event");
+    lua_pushlstring(L, e->data, e->data_len);
+    lua_setfield(L, -2, "data");
+    if (e->id[0]) {
+      lua_pushstring(L, e->id);
+      lua_setfield(L, -2, "id");
+    }
+    lua_rawseti(L, -2, ++i);
+  }
+  events_clear(r);
+  if (r->paused && r->state == REQ_RUNNING && r->s && r->easy) {
+    r->paused = 0;
+    r->s->c->curl_easy_pause(r->easy, CURLPAUSE_CONT);
+  }
+  return 1;
+}
+
+/* request:notify(on): report this request's news through http.step() (the scheduler's await). */
+static int l_request_notify(lua_State *L) {
+  Request *r = check_request(L, 1);
+  r->notify = lua_toboolean(L, 2);
+  if (r->notify && (r->state != REQ_RUNNING || r->first)) {
+    lua_settop(L, 1);
+    notify(L, r);
+  }
+  return 0;
+}
+
+static int l_request_tostring(lua_State *L) {
+  Request *r = check_request(L, 1);
+  lua_pushfstring(L, "letta.http.Request (%s)", r->state == REQ_RUNNING ? "running" : "done");
+  return 1;
+}
+
+int luaopen_letta_http(lua_State *L) {
+  static const luaL_Reg session_methods[] = {
+      {"request", l_request}, {"close", l_session_close}, {NULL, NULL}};
+  static const luaL_Reg request_methods[] = {
+      {"wait", l_request_wait},       {"done", l_request_done},     {"result", l_request_result},
+      {"headers", l_request_headers}, {"events", l_request_events}, {"notify", l_request_notify},
+      {"streaming", l_request_streaming}, {"close", l_request_close}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"session", l_session}, {"step", l_step}, {"inflight", l_inflight}, {"now", l_now}, {NULL, NULL}};
+
+  if (luaL_newmetatable(L, SESSION_MT)) {
+    luaL_newlib(L, session_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_session_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_session_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_session_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, REQUEST_MT)) {
+    luaL_newlib(L, request_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_request_close); /* a running request is pinned: only lua_close gets here */
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_request_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_request_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
+  } else lua_pop(L, 1);
+  lua_newtable(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
+  luaL_newlib(L, fns);
+  return 1;
+}
