@@ -44,6 +44,8 @@ typedef struct Request {
   int queued; /* already in the notify list */
   int paused;
   int checked; /* a stream's status was looked at */
+  int once;    /* must not be sent twice (not safe to repeat) */
+  int sends;   /* times libcurl was about to send it */
   CURLcode result;
   long status;
   size_t max_body;
@@ -178,6 +180,17 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
   /* A new response (after a 100 Continue or a redirect) replaces the headers of the last. */
   if (len > 5 && memcmp(ptr, "HTTP/", 5) == 0) r->head.len = 0;
   return buf_add(&r->head, ptr, len) == 0 ? len : 0;
+}
+
+/* libcurl resends a request by itself when a reused connection dies before any answer (a stale
+ * keep-alive). For a request that may have been applied (a POST that creates something) that is
+ * how duplicates are born: refuse the second send, and report the loss as a reset instead. */
+static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port) {
+  Request *r = (Request *)ud;
+  (void)conn_primary_ip, (void)conn_local_ip, (void)conn_primary_port, (void)conn_local_port;
+  if (++r->sends > 1 && r->once) return CURL_PREREQFUNC_ABORT;
+  return CURL_PREREQFUNC_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -426,7 +439,9 @@ static int l_request(lua_State *L) {
   int stream = lua_toboolean(L, -1);
   lua_getfield(L, 2, "notify");
   int want_notify = lua_toboolean(L, -1);
-  lua_pop(L, 2);
+  lua_getfield(L, 2, "once");
+  int once = lua_toboolean(L, -1);
+  lua_pop(L, 3);
 
   Request *r = (Request *)lua_newuserdatauv(L, sizeof(Request), 2); /* session, body */
   memset(r, 0, sizeof *r);
@@ -439,6 +454,7 @@ static int l_request(lua_State *L) {
   r->s = s;
   r->max_body = s->max_body;
   r->notify = want_notify;
+  r->once = once;
   if (stream && !(r->sse = lh_sse_new(on_sse_event, r, s->max_body))) return luaL_error(L, "out of memory");
 
   struct curl_slist *headers = body ? s->base_json : s->base;
@@ -464,6 +480,8 @@ static int l_request(lua_State *L) {
   c->curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   c->curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
   c->curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+  c->curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+  c->curl_easy_setopt(e, CURLOPT_PREREQDATA, (void *)r);
   c->curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   c->curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
   c->curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
@@ -673,8 +691,10 @@ static int l_request_done(lua_State *L) {
   return 1;
 }
 
-static const char *error_kind(CURLcode rc, int too_big) {
-  if (too_big) return "too_large";
+static const char *error_kind(const Request *r) {
+  CURLcode rc = r->result;
+  if (r->too_big) return "too_large";
+  if (r->once && r->sends > 1 && rc == CURLE_ABORTED_BY_CALLBACK) return "reset";
   switch (rc) {
     case CURLE_OK: return NULL;
     case CURLE_OPERATION_TIMEDOUT: return "timeout";
@@ -705,12 +725,15 @@ static const char *error_kind(CURLcode rc, int too_big) {
 static int l_request_result(lua_State *L) {
   Request *r = check_request(L, 1);
   if (r->state == REQ_RUNNING) return luaL_error(L, "the request is still running");
-  const char *kind = error_kind(r->result, r->too_big);
+  const char *kind = error_kind(r);
   lua_pushinteger(L, kind ? (r->status > 0 && r->result != CURLE_OPERATION_TIMEDOUT ? r->status : 0) : r->status);
   if (kind) {
     lua_pushnil(L);
     lua_pushstring(L, kind);
     if (r->too_big) lua_pushfstring(L, "response larger than %d bytes", (int)r->max_body);
+    else if (r->once && r->sends > 1)
+      lua_pushliteral(L, "the connection closed after the request was sent, with no answer "
+                         "(it may have been applied; not sent again)");
     else if (r->errbuf[0]) lua_pushstring(L, r->errbuf);
     else lua_pushstring(L, r->s ? r->s->c->curl_easy_strerror(r->result) : "transfer failed");
     return 4;

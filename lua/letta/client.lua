@@ -114,7 +114,7 @@ function Client:request(method, path, opts)
       method = method, url = url, body = body, headers = opts.headers,
       timeout_ms = (not opts.stream) and math.floor(timeout * 1000) or 0,
       idle_timeout_ms = opts.stream and math.floor(timeout * 1000) or nil,
-      stream = opts.stream,
+      stream = opts.stream, once = not safe,
     }
     guard.req = req
     loop.await(req)

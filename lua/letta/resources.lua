@@ -204,7 +204,8 @@ function Messages:stream(agent_id, req, on_event)
   body.streaming = nil
   local path = "/v1/agents/" .. escape(agent_id) .. "/messages/stream"
   local ok, r = pcall(self._c.request, self._c, "POST", path, { body = body, stream = true, safe = false })
-  if not ok and errors.is(r) and (r.status == 404 or r.status == 405) then
+  -- (only when the route itself is missing: a 404 about the agent must not send the message again)
+  if not ok and errors.is(r) and (r.status == 405 or (r.status == 404 and r.message == "Not Found")) then
     -- a server without the old route: the 1.x way, declaring ourselves a 1.x-compatible client
     path = "/v1/agents/" .. escape(agent_id) .. "/messages"
     body.streaming = true

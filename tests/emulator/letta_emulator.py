@@ -565,6 +565,15 @@ class Handler(socketserver.BaseRequestHandler):
         self.sock.sendall(self.head(200, {"content-type": "text/event-stream; charset=utf-8",
                                           "transfer-encoding": "chunked", "cache-control": "no-cache",
                                           "x-accel-buffering": "no"}, keep_alive))
+        self.stream_logged = False
+        try:
+            return self.serve_events(emu, req, reply, kind, fault, t0, events)
+        except OSError:                       # the client left mid-stream: still log the request
+            if not self.stream_logged:
+                emu.record(req, 200, fault, t0, None)
+            return False
+
+    def serve_events(self, emu, req, reply, kind, fault, t0, events):
         ok = True
         for i, text in enumerate(events):
             if kind == "bad-json" and i == 1:
@@ -578,6 +587,7 @@ class Handler(socketserver.BaseRequestHandler):
             self.sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
             if kind in ("truncate", "reset-body") and i == 1:
                 emu.record(req, 200, fault, t0, None)
+                self.stream_logged = True
                 if kind == "reset-body":
                     self.reset()
                 else:
