@@ -80,7 +80,7 @@ workspace "lettash"
 project "lettash_rt"
   kind "StaticLib"
   targetname "lettash"
-  files { "src/lh_runtime.c", "src/lh_json.c", "src/lh_sse.c", "src/lh_curl.c", "src/lh_http.c", "build/gen/lh_embedded.c" }
+  files { "src/lh_runtime.c", "src/lh_json.c", "src/lh_sse.c", "src/lh_curl.c", "src/lh_http.c", "src/lh_store.c", "build/gen/lh_embedded.c" }
   prebuildcommands { "cd .. && lua5.4 src/embed.lua lua build/gen/lh_embedded.c" }
 
 -- What every program linking the runtime needs after it: static Lua and cjson, LMDB, dl, m.

@@ -12,6 +12,7 @@
 #include "lh_embedded.h"
 #include "lh_http.h"
 #include "lh_json.h"
+#include "lh_store.h"
 #include "lmdb.h"
 #include "lualib.h"
 
@@ -90,7 +91,8 @@ static void use_source_tree(lua_State *L, const char *dirs) {
 void lh_openlibs(lua_State *L, int flags) {
   static const luaL_Reg cmods[] = {
       {"letta.core", luaopen_letta_core}, {"letta.json", luaopen_letta_json},
-      {"letta.http", luaopen_letta_http}, {"cjson", luaopen_cjson},      {NULL, NULL}};
+      {"letta.http", luaopen_letta_http}, {"letta.lmdb", luaopen_letta_lmdb},
+      {"cjson", luaopen_cjson},           {NULL, NULL}};
   const char *tree = (flags & LH_NOENV) ? NULL : getenv("LETTASH_LUA_PATH");
   if (flags & LH_NOENV) { /* as lua.c -E: the package library then ignores LUA_PATH/LUA_CPATH */
     lua_pushboolean(L, 1);

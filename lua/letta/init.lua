@@ -17,6 +17,13 @@ function _M.client(opts)
   return require("letta.client").new(opts)
 end
 
+-- The local store (letta.store): store.open([path]) -> store.
+_M.store = setmetatable({}, { __index = function(t, k)
+  local store = require "letta.store" -- loaded on first use: LMDB is not needed to chat
+  setmetatable(t, { __index = store })
+  return store[k]
+end })
+
 -- Concurrency (letta.loop): spawn(fn, ...) -> task, gather(tasks) -> results, run(), step(ms),
 -- sleep(s), await(request).
 local loop = require "letta.loop"

@@ -1,0 +1,165 @@
+-- The local LMDB store: transactions with safe lifetimes, growth, many processes, user records.
+local support = require "support"
+local store = require "letta.store"
+
+describe("letta.store", function()
+  local dir, s
+  before_each(function()
+    dir = support.tmpdir()
+    s = store.open(dir .. "/sub/store")
+  end)
+  after_each(function()
+    s:close()
+    support.rmdir(dir)
+  end)
+
+  it("creates its file (and directories) with mode 0600", function()
+    local p = io.popen("stat -c %a " .. support.quote(dir .. "/sub/store") .. " " .. support.quote(dir .. "/sub/store-lock"))
+    assert.equal("600\n600\n", p:read("a"))
+    p:close()
+  end)
+
+  it("commits what update's function wrote, and aborts when it raises", function()
+    s:update(function(txn) txn:put("settings", "a", { n = 1 }) end)
+    assert.has_error(function()
+      s:update(function(txn)
+        txn:put("settings", "b", 2)
+        error("boom")
+      end)
+    end, "boom")
+    assert.same({ n = 1 }, s:read(function(txn) return txn:get("settings", "a") end))
+    assert.is_nil(s:read(function(txn) return txn:get("settings", "b") end))
+    assert.equal("integer", math.type(s:read(function(txn) return txn:get("settings", "a") end).n))
+  end)
+
+  it("aborts a transaction closed without commit, releasing the writer lock", function()
+    do
+      local txn <close> = s:begin(true)
+      txn:put("settings", "x", 1)
+    end
+    assert.is_nil(s:read(function(txn) return txn:get("settings", "x") end))
+    local t = s:begin(true) -- the lock is free again
+    t:put("settings", "y", 1)
+    t:commit()
+    assert.equal(1, s:read(function(txn) return txn:get("settings", "y") end))
+  end)
+
+  it("refuses a second write transaction instead of deadlocking", function()
+    local t = s:begin(true)
+    assert.has_error(function() s:begin(true) end, "a write transaction is already open on this store")
+    t:abort()
+    t:abort() -- idempotent
+    assert.has_error(function() t:get("settings", "x") end, "attempt to use a finished transaction")
+  end)
+
+  it("gives a read transaction a consistent snapshot", function()
+    s:update(function(txn) txn:put("settings", "k", "old") end)
+    local r <close> = s:begin(false)
+    s:update(function(txn) txn:put("settings", "k", "new") end)
+    assert.equal("old", r:get("settings", "k"))
+    assert.equal("new", s:setting("k"))
+  end)
+
+  it("iterates a namespace by key prefix, in order", function()
+    s:update(function(txn)
+      for _, k in ipairs({ "job:2", "job:1", "other", "job:10" }) do txn:put("journal", k, k) end
+    end)
+    local keys = s:read(function(txn)
+      local t = {}
+      for k, v in txn:each("journal", "job:") do t[#t + 1] = k .. "=" .. v end
+      return t
+    end)
+    assert.same({ "job:1=job:1", "job:10=job:10", "job:2=job:2" }, keys)
+  end)
+
+  it("inserts only when absent", function()
+    assert.is_true(s:update(function(txn) return txn:insert("leases", "agent-1", "me") end))
+    assert.is_false(s:update(function(txn) return txn:insert("leases", "agent-1", "you") end))
+    assert.equal("me", s:read(function(txn) return txn:get("leases", "agent-1") end))
+  end)
+
+  it("grows the map by itself: no 'database full' for many records", function()
+    local small = store.open(dir .. "/small", { map_size = 64 * 1024 })
+    for batch = 1, 20 do
+      small:update(function(txn)
+        for i = 1, 500 do txn:put("journal", string.format("%02d:%04d", batch, i), { text = string.rep("x", 100) }) end
+      end)
+    end
+    local n = small:read(function(txn)
+      local c = 0
+      for _ in txn:each("journal") do c = c + 1 end
+      return c
+    end)
+    assert.equal(10000, n)
+    assert.truthy(small:info().map_size > 64 * 1024)
+    small:close()
+    small:close() -- idempotent
+  end)
+
+  it("loses nothing when two processes write at once", function()
+    s:close()
+    local script = support.write_file(dir .. "/w.lua", [[
+      local s = require("letta.store").open(arg[1], { map_size = 32 * 1024 })
+      for i = 1, 300 do
+        s:update(function(txn)
+          local n = (txn:get("settings", "counter") or 0) + 1
+          txn:put("settings", "counter", n)
+          txn:put("journal", arg[2] .. ":" .. i, i)
+        end)
+      end
+    ]])
+    local path = dir .. "/sub/store"
+    local cmd = string.format("%s %s %s a & %s %s %s b & wait", support.quote(support.bin), script, path,
+                              support.quote(support.bin), script, path)
+    assert.equal(0, support.sh(cmd).code)
+    s = store.open(path)
+    assert.equal(600, s:setting("counter"))
+    local n = s:read(function(txn)
+      local c = 0
+      for _ in txn:each("journal") do c = c + 1 end
+      return c
+    end)
+    assert.equal(600, n)
+  end)
+
+  it("keeps user records with lookups by identity and by block", function()
+    s:put_user{ username = "alice", name = "Alice", identity_id = "identity-1", block_id = "block-1",
+                block_label = "Persona_alice" }
+    assert.equal("Alice", s:user("alice").name)
+    assert.equal("alice", s:user_by("identity", "identity-1").username)
+    assert.equal("alice", s:user_by("block", "block-1").username)
+    s:put_user{ username = "alice", name = "Alice", identity_id = "identity-1", block_id = "block-2" }
+    assert.is_nil(s:user_by("block", "block-1")) -- the stale lookup went with the old id
+    assert.truthy(s:user("alice").created_at)
+    assert.equal(1, #s:users())
+    assert.is_true(s:delete_user("alice"))
+    assert.is_nil(s:user("alice"))
+    assert.is_nil(s:user_by("identity", "identity-1"))
+  end)
+
+  it("keeps settings, but refuses anything that looks like a secret", function()
+    s:set_setting("base_url", "https://vps:8283")
+    s:set_setting("timeout", 90)
+    assert.same({ base_url = "https://vps:8283", timeout = 90 }, s:settings())
+    assert.has_error(function() s:set_setting("password", "x") end)
+    assert.has_error(function() s:set_setting("LETTA_API_KEY", "x") end)
+  end)
+
+  it("finds its default path from LETTA_STORE, else XDG_DATA_HOME", function()
+    local r = support.lettash({ "-e", "print(require('letta.store').default_path())" },
+                              { env = { LETTA_STORE = "/x/s", XDG_DATA_HOME = "/d" } })
+    assert.equal("/x/s\n", r.stdout)
+    r = support.lettash({ "-e", "print(require('letta.store').default_path())" },
+                        { env = { LETTA_STORE = false, XDG_DATA_HOME = "/d" } })
+    assert.equal("/d/lettash/store\n", r.stdout)
+  end)
+
+  it("raises clear errors for misuse", function()
+    assert.has_error(function() store.open(42) end, "bad argument #1 to 'open' (string expected, got number)")
+    local t <close> = s:begin(false)
+    assert.has_error(function() t:put("settings", "k", 1) end, "cannot write in a read transaction")
+    assert.has_error(function() t:get("nope", "k") end)
+    s:close()
+    assert.has_error(function() s:begin(false) end, "attempt to use a closed store")
+  end)
+end)
