@@ -3,9 +3,12 @@
  * chunk names "@letta/<file>.lua", so the binary needs nothing installed beside it. */
 #include "lettash.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lauxlib.h"
 #include "lh_curl.h"
@@ -58,8 +61,22 @@ static int core_versions(lua_State *L) {
   return 1;
 }
 
+/* core.pid() -> this process's id; core.alive(pid) -> whether that process exists (leases use
+ * them to tell a holder that died from one that is busy). */
+static int core_pid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
+static int core_alive(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  lua_pushboolean(L, pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM));
+  return 1;
+}
+
 int luaopen_letta_core(lua_State *L) {
-  static const luaL_Reg fns[] = {{"versions", core_versions}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"versions", core_versions}, {"pid", core_pid}, {"alive", core_alive}, {NULL, NULL}};
   luaL_newlib(L, fns);
   lua_pushliteral(L, LETTASH_VERSION);
   lua_setfield(L, -2, "version");

@@ -17,12 +17,16 @@ function _M.client(opts)
   return require("letta.client").new(opts)
 end
 
--- The local store (letta.store): store.open([path]) -> store.
-_M.store = setmetatable({}, { __index = function(t, k)
-  local store = require "letta.store" -- loaded on first use: LMDB is not needed to chat
-  setmetatable(t, { __index = store })
-  return store[k]
-end })
+-- Modules loaded on first use: letta.store (store.open([path])) and letta.users
+-- (letta.users{client=, store=}, or letta.users.onboard(...) with the defaults).
+local function lazy(name)
+  return setmetatable({}, {
+    __index = function(_, k) return require(name)[k] end,
+    __call = function(_, ...) return require(name)(...) end,
+  })
+end
+_M.store = lazy "letta.store"
+_M.users = lazy "letta.users"
 
 -- Concurrency (letta.loop): spawn(fn, ...) -> task, gather(tasks) -> results, run(), step(ms),
 -- sleep(s), await(request).

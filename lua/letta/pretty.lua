@@ -17,7 +17,7 @@ local function key_less(a, b)
 end
 
 local function scalar(v)
-  if type(v) == "string" then return string.format("%q", v):gsub("\\\n", "\\n") end
+  if type(v) == "string" then return (string.format("%q", v):gsub("\\\n", "\\n")) end
   if v == json.null then return "null" end
   if math.type(v) == "float" and v == math.floor(v) and v == v and math.abs(v) < 2^53 then
     return string.format("%.1f", v)

@@ -1,0 +1,488 @@
+-- The user workflows of the notes: onboard (identity of type user + persona block Persona_<name>,
+-- both ids cached in the store), chat (attach the persona, send as the identity, always detach),
+-- offboard and doctor. Every server write is preceded by a note of intent in the store, so a run
+-- killed at any point is finished by the next run (or by doctor): nothing lost, nothing doubled,
+-- nothing left attached. blocks:list is never used to find a block we use.
+local json = require "letta.json"
+local errors = require "letta.errors"
+local loop = require "letta.loop"
+local core = require "letta.core"
+
+local type, error, pcall, ipairs, pairs, setmetatable, tostring, string, table, os, math =
+  type, error, pcall, ipairs, pairs, setmetatable, tostring, string, table, os, math
+
+local _M = {}
+
+local Users = { __name = "letta.users" }
+Users.__index = Users
+
+local HISTORY_MAX = 20 -- exchanges kept in the persona's conversation_history
+local LEASE_TTL = 600 -- seconds a chat may hold an agent (renewed while it lasts)
+
+local function fail(fmt, ...) error("letta.users: " .. string.format(fmt, ...), 0) end
+
+-- ---------------------------------------------------------------------------------------------
+-- Usernames: the block label Persona_<username> must match the server's ^[a-zA-Z0-9_/-]+$ and be
+-- at most 50 characters; '/' is refused too, since labels are path segments in the API.
+
+local MAX_NAME = 50 - #"Persona_"
+
+function _M.validate(username)
+  if type(username) ~= "string" or username == "" then fail("invalid username: a non-empty name is required") end
+  if #username > MAX_NAME then
+    fail("invalid username '%s...': at most %d characters (the block label Persona_<username> is limited to 50)",
+         username:sub(1, 20), MAX_NAME)
+  end
+  local bad = username:match("[^A-Za-z0-9_%-]")
+  if bad then
+    fail("invalid username '%s': only letters A-Z a-z, digits, '_' and '-' are allowed (found %q)", username, bad)
+  end
+  return username
+end
+
+function _M.label(username) return "Persona_" .. username end
+
+-- ---------------------------------------------------------------------------------------------
+
+-- letta.users{client=, store=} -> workflows bound to a client and a store.
+function _M.new(opts)
+  opts = opts or {}
+  local letta = require "letta"
+  local self = setmetatable({
+    client = opts.client or letta.client(),
+    store = opts.store or require("letta.store").open(),
+  }, Users)
+  return self
+end
+
+local function is_not_found(err) return errors.is(err) and err.status == 404 end
+
+-- Calls fn(...) and returns its result, or nil when the server says 404.
+local function unless_missing(fn, ...)
+  local ok, res = pcall(fn, ...)
+  if ok then return res end
+  if is_not_found(res) then return nil end
+  error(res, 0)
+end
+
+function Users:record(username) return self.store:user(username) end
+
+function Users:save(rec) return self.store:put_user(rec) end
+
+function Users:list() return self.store:users() end
+
+local function random_hex(n)
+  local t = {}
+  for i = 1, n do t[i] = string.format("%x", math.random(0, 15)) end
+  return table.concat(t)
+end
+
+local function persona_value(name, preferences)
+  return json.encode({ name = name, preferences = preferences or json.object(), conversation_history = json.array() })
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- onboard
+
+-- The identity for username: the cached one if the server still has it, else one we create, or
+-- the one an interrupted run created (identifier_key is unique on the server, so a 409 means it
+-- exists: look it up by key, which the identities list filters reliably).
+function Users:ensure_identity(rec, opts, actions)
+  local c = self.client
+  if rec.identity_id then
+    local identity = unless_missing(c.identities.retrieve, c.identities, rec.identity_id)
+    if identity then return identity end
+    actions[#actions + 1] = "identity " .. rec.identity_id .. " vanished from the server: recreating it"
+    rec.identity_id = nil
+  end
+  local ok, res = pcall(c.identities.create, c.identities,
+                        { identifier_key = rec.username, name = rec.name, identity_type = "user" })
+  if ok then
+    actions[#actions + 1] = "created identity " .. res.id
+  elseif errors.is(res) and (res.status == 409 or res.code == "reset" or res.code == "timeout" or res.status >= 500) then
+    -- It may exist already (an interrupted run, or this very create applied before the error).
+    local cause = res
+    res = nil
+    for _, identity in ipairs(c.identities:list{ identifier_key = rec.username, identity_type = "user" } or {}) do
+      if identity.identifier_key == rec.username then res = identity break end
+    end
+    if not res then error(cause, 0) end -- it did not land: the next run creates it
+    actions[#actions + 1] = "adopted identity " .. res.id .. " (left by an interrupted run)"
+  else
+    error(res, 0)
+  end
+  rec.identity_id = res.id
+  self:save(rec)
+  return res
+end
+
+-- Blocks whose creation an interrupted run may have applied: found by the nonce we wrote in
+-- their metadata before creating them. This sweep is the only use of blocks:list, and only as a
+-- recovery net: the list is unreliable (it pages, hides blocks and may drop rows), so it is
+-- scanned several times, and the blocks we use are always known by id.
+function Users:sweep_orphans(rec, identity)
+  local found, seen = {}, {}
+  local function consider(block)
+    if block and not seen[block.id] and type(block.metadata) == "table"
+       and block.metadata.lettash_user == rec.username and block.metadata.lettash_nonce == rec.pending_block then
+      seen[block.id] = true
+      found[#found + 1] = block
+    end
+  end
+  local c = self.client
+  for _, id in ipairs(identity and identity.block_ids or {}) do
+    consider(unless_missing(c.blocks.retrieve, c.blocks, id))
+  end
+  for _ = 1, 4 do
+    for block in c.blocks:each{ label = rec.block_label } do consider(block) end
+  end
+  table.sort(found, function(a, b) return a.id < b.id end)
+  return found
+end
+
+function Users:ensure_block(rec, identity, actions)
+  local c = self.client
+  if rec.block_id then
+    local block = unless_missing(c.blocks.retrieve, c.blocks, rec.block_id)
+    if block then return block end
+    actions[#actions + 1] = "block " .. rec.block_id .. " vanished from the server: recreating it"
+    rec.block_id = nil
+  end
+  local block
+  if rec.pending_block then -- an earlier run was creating it: did that land?
+    local orphans = self:sweep_orphans(rec, identity)
+    block = orphans[1]
+    if block then actions[#actions + 1] = "adopted block " .. block.id .. " (left by an interrupted run)" end
+    for i = 2, #orphans do
+      unless_missing(c.blocks.delete, c.blocks, orphans[i].id)
+      actions[#actions + 1] = "deleted duplicate block " .. orphans[i].id
+    end
+  end
+  if not block then
+    rec.pending_block = rec.pending_block or random_hex(16) -- the note of intent, before the write
+    self:save(rec)
+    block = c.blocks:create{
+      label = rec.block_label, value = persona_value(rec.name, rec.preferences),
+      description = "Persona of user " .. rec.username .. " (lettash)",
+      metadata = { lettash_user = rec.username, lettash_nonce = rec.pending_block },
+    }
+    actions[#actions + 1] = "created block " .. block.id
+  end
+  rec.block_id = block.id
+  self:save(rec)
+  return block
+end
+
+-- onboard(username, {name=, preferences=}) -> {username=, identity_id=, block_id=, block_label=,
+-- changed=, actions=}. Idempotent and safe to rerun after a crash at any point.
+function Users:onboard(username, opts)
+  _M.validate(username)
+  opts = opts or {}
+  local actions = {}
+  local rec = self.store:user(username) or { username = username }
+  rec.name = opts.name or rec.name or username
+  if opts.preferences ~= nil then rec.preferences = opts.preferences end
+  rec.block_label = _M.label(username)
+  if not rec.onboarded then self:save(rec) end
+  local identity = self:ensure_identity(rec, opts, actions)
+  local block = self:ensure_block(rec, identity, actions)
+  local linked = false
+  for _, id in ipairs(identity.block_ids or {}) do
+    if id == block.id then linked = true end
+  end
+  if not linked then
+    self.client.blocks.identities:attach(block.id, identity.id)
+    actions[#actions + 1] = "linked block " .. block.id .. " to identity " .. identity.id
+  end
+  if rec.pending_block or not rec.onboarded then
+    rec.pending_block, rec.onboarded = nil, true
+    self:save(rec)
+  end
+  return { username = username, identity_id = rec.identity_id, block_id = rec.block_id,
+           block_label = rec.block_label, changed = #actions > 0, actions = actions }
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Leases: one chat per agent at a time, across processes, so that no two users' personas are ever
+-- attached together. A lease names its process; one whose process died is taken over.
+
+local function lease_owner() return core.pid() .. ":" .. tostring({}):sub(-8) end
+
+function Users:acquire(agent_id, timeout)
+  local me = lease_owner()
+  local deadline = loop.now() + (timeout or 120)
+  local wait = 0.02
+  while true do
+    local ok = self.store:update(function(txn)
+      local l = txn:get("leases", agent_id)
+      if l and l.expires > os.time() and core.alive(l.pid) then return false end
+      txn:put("leases", agent_id, { owner = me, pid = core.pid(), expires = os.time() + LEASE_TTL })
+      return true
+    end)
+    if ok then return me end
+    if loop.now() >= deadline then
+      fail("agent %s is busy with another chat (waited %gs)", agent_id, timeout or 120)
+    end
+    loop.sleep(wait)
+    wait = math.min(wait * 2, 0.25)
+  end
+end
+
+function Users:release(agent_id, me)
+  self.store:update(function(txn)
+    local l = txn:get("leases", agent_id)
+    if l and l.owner == me then txn:del("leases", agent_id) end
+  end)
+end
+
+-- Attachments recorded in the store: attachments[agent_id/block_id] = {username, pid, since}.
+local function attachment_key(agent_id, block_id) return agent_id .. "/" .. block_id end
+
+-- Detaches what crashed chats left attached to agent_id (the caller holds the agent's lease, so
+-- any recorded attachment there is stale).
+function Users:repair_agent(agent_id, actions)
+  local stale = self.store:read(function(txn)
+    local t = {}
+    for key, a in txn:each("attachments", agent_id .. "/") do t[#t + 1] = { key = key, a = a } end
+    return t
+  end)
+  for _, s in ipairs(stale) do
+    local block_id = s.key:sub(#agent_id + 2)
+    local c = self.client
+    unless_missing(c.agents.blocks.detach, c.agents.blocks, agent_id, block_id)
+    self.store:update(function(txn) txn:del("attachments", s.key) end)
+    actions[#actions + 1] = string.format("repaired: detached %s (%s) left attached by process %s",
+                                          block_id, tostring(s.a.username), tostring(s.a.pid))
+  end
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- chat
+
+local function assistant_text(messages)
+  local parts = {}
+  for _, m in ipairs(messages or {}) do
+    if m.message_type == "assistant_message" then
+      local content = m.content
+      if type(content) == "table" then
+        local t = {}
+        for _, p in ipairs(content) do t[#t + 1] = p.text or "" end
+        content = table.concat(t)
+      end
+      parts[#parts + 1] = content
+    end
+  end
+  return table.concat(parts)
+end
+
+-- Appends the exchange to the persona's conversation_history (bounded to the last HISTORY_MAX).
+function Users:remember(rec, text, reply)
+  local c = self.client
+  local block = c.blocks:retrieve(rec.block_id)
+  local ok, value = pcall(json.decode, block.value)
+  if not ok or type(value) ~= "table" then value = { name = rec.name } end
+  local history = type(value.conversation_history) == "table" and value.conversation_history or {}
+  history[#history + 1] = { at = os.date("!%Y-%m-%dT%H:%M:%SZ"), user = text, agent = reply }
+  while #history > HISTORY_MAX do table.remove(history, 1) end
+  value.conversation_history = json.array(history)
+  if value.preferences == nil then value.preferences = json.object() end
+  c.blocks:modify(rec.block_id, { value = json.encode(value) })
+end
+
+-- chat(username, agent_id, text, {stream=, on_event=, timeout=}) -> {reply=, messages=,
+-- stop_reason=, usage=, actions=}. The persona block is attached only for the send and detached
+-- on every path: success, API error, Lua error, timeout, Ctrl-C (a killed process is repaired by
+-- the next chat on that agent, or by doctor).
+function Users:chat(username, agent_id, text, opts)
+  _M.validate(username)
+  if type(agent_id) ~= "string" or agent_id == "" then fail("an agent id is required") end
+  if type(text) ~= "string" or text == "" then fail("a message text is required") end
+  opts = opts or {}
+  local rec = self.store:user(username)
+  if not (rec and rec.onboarded and rec.block_id and rec.identity_id) then
+    fail("user '%s' is not onboarded (run onboard first)", username)
+  end
+  local c = self.client
+  local actions = {}
+  local me = self:acquire(agent_id, opts.lease_timeout)
+  local key = attachment_key(agent_id, rec.block_id)
+  local result
+  local ok, err = pcall(function()
+    self:repair_agent(agent_id, actions)
+    -- the note of intent first: a process killed after the attach is repaired from it
+    self.store:update(function(txn)
+      txn:put("attachments", key, { username = username, pid = core.pid(), since = os.time() })
+    end)
+    c.agents.blocks:attach(agent_id, rec.block_id)
+    local req = { text = text, sender_id = rec.identity_id, timeout = opts.timeout }
+    if opts.stream then
+      result = c.agents.messages:stream(agent_id, req, opts.on_event or function() end)
+    else
+      result = c.agents.messages:create(agent_id, req)
+    end
+  end)
+  -- Always: detach, then forget the attachment, then let the next chat in.
+  local dok, derr = pcall(function()
+    unless_missing(c.agents.blocks.detach, c.agents.blocks, agent_id, rec.block_id)
+    self.store:update(function(txn) txn:del("attachments", key) end)
+  end)
+  self:release(agent_id, me)
+  if not ok then error(err, 0) end
+  if not dok then error(derr, 0) end
+  local reply = assistant_text(result.messages)
+  local hok, herr = pcall(self.remember, self, rec, text, reply)
+  if not hok then actions[#actions + 1] = "conversation history not saved: " .. tostring(herr) end
+  return { reply = reply, messages = result.messages, stop_reason = result.stop_reason,
+           usage = result.usage, actions = actions }
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- offboard
+
+-- offboard(username) -> {username=, actions=}: detaches the persona wherever a chat left it,
+-- deletes the block and the identity, removes the record. Safe to rerun after a crash.
+function Users:offboard(username)
+  _M.validate(username)
+  local rec = self.store:user(username)
+  if not rec then fail("user '%s' is not onboarded here (no local record)", username) end
+  local c = self.client
+  local actions = {}
+  rec.offboarding = true
+  self:save(rec)
+  if rec.block_id then
+    local attached = self.store:read(function(txn)
+      local t = {}
+      for key in txn:each("attachments") do
+        if key:sub(-#rec.block_id - 1) == "/" .. rec.block_id then t[#t + 1] = key end
+      end
+      return t
+    end)
+    for _, key in ipairs(attached) do
+      local agent_id = key:sub(1, #key - #rec.block_id - 1)
+      unless_missing(c.agents.blocks.detach, c.agents.blocks, agent_id, rec.block_id)
+      self.store:update(function(txn) txn:del("attachments", key) end)
+      actions[#actions + 1] = "detached " .. rec.block_id .. " from " .. agent_id
+    end
+    unless_missing(c.blocks.delete, c.blocks, rec.block_id) -- already gone is fine: a rerun
+    actions[#actions + 1] = "deleted block " .. rec.block_id
+  end
+  if rec.identity_id then
+    unless_missing(c.identities.delete, c.identities, rec.identity_id)
+    actions[#actions + 1] = "deleted identity " .. rec.identity_id
+  end
+  self.store:delete_user(username)
+  actions[#actions + 1] = "removed local record"
+  return { username = username, actions = actions }
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- doctor
+
+-- doctor({fix=}) -> {ok=, checks=, problems=}: the server, the credentials and the store; every
+-- cached identity and block checked by id (never by listing); attachments left by killed chats;
+-- interrupted onboardings. With fix, heals what it can.
+function Users:doctor(opts)
+  opts = opts or {}
+  local c = self.client
+  local report = { checks = {}, problems = {} }
+  local function check(name, fn)
+    local ok, detail = pcall(fn)
+    report.checks[#report.checks + 1] = { name = name, ok = ok, detail = ok and detail or tostring(detail) }
+    return ok
+  end
+  local function problem(kind, username, detail, fixer)
+    local p = { kind = kind, username = username, detail = detail, fixed = false }
+    if opts.fix and fixer then
+      local ok, err = pcall(fixer)
+      p.fixed = ok
+      if not ok then p.detail = detail .. " (fix failed: " .. tostring(err) .. ")" end
+    end
+    report.problems[#report.problems + 1] = p
+  end
+  local server_ok = check("server", function()
+    local h = c.health:check()
+    return c.base_url .. " (Letta " .. tostring(h.version) .. ")"
+  end)
+  check("configuration", function()
+    return string.format("base_url %s, token %s, store %s", c.base_url, c.authenticated and "set" or "not set", self.store.path)
+  end)
+  local creds_ok = server_ok and check("credentials", function()
+    c.identities:list{ limit = 1 }
+    return "accepted"
+  end)
+  check("store", function()
+    local info = self.store:info()
+    return string.format("%s (%d users, %d KiB used)", self.store.path, #self:list(), info.used // 1024)
+  end)
+  if not creds_ok then
+    report.ok = false
+    return report
+  end
+  -- leftover attachments (a chat killed between attach and detach)
+  local attachments = self.store:read(function(txn)
+    local t = {}
+    for key, a in txn:each("attachments") do t[#t + 1] = { key = key, a = a } end
+    return t
+  end)
+  for _, e in ipairs(attachments) do
+    local agent_id, block_id = e.key:match("^(.-)/(.*)$")
+    if not core.alive(e.a.pid or 0) or e.a.pid == core.pid() then
+      problem("leftover_attachment", e.a.username,
+              string.format("%s still recorded as attached to %s (chat process %s is gone)", block_id, agent_id, tostring(e.a.pid)),
+              function()
+                local me = self:acquire(agent_id, 30)
+                local ok, err = pcall(self.repair_agent, self, agent_id, {})
+                self:release(agent_id, me)
+                if not ok then error(err, 0) end
+              end)
+    end
+  end
+  -- every cached user, checked by id
+  for _, rec in ipairs(self:list()) do
+    local name = rec.username
+    if rec.offboarding then
+      problem("interrupted_offboard", name, "offboarding was interrupted", function() self:offboard(name) end)
+    elseif rec.pending_block or not rec.onboarded then
+      problem("interrupted_onboard", name, "onboarding was interrupted", function() self:onboard(name) end)
+    else
+      local identity = rec.identity_id and unless_missing(c.identities.retrieve, c.identities, rec.identity_id)
+      local block = rec.block_id and unless_missing(c.blocks.retrieve, c.blocks, rec.block_id)
+      if not identity then
+        problem("identity_missing", name, "identity " .. tostring(rec.identity_id) .. " is gone from the server",
+                function() self:onboard(name) end)
+      end
+      if not block then
+        problem("block_missing", name, "persona block " .. tostring(rec.block_id) .. " is gone from the server",
+                function() self:onboard(name) end)
+      end
+    end
+  end
+  -- stale leases
+  local leases = self.store:read(function(txn)
+    local t = {}
+    for agent_id, l in txn:each("leases") do t[#t + 1] = { agent_id = agent_id, l = l } end
+    return t
+  end)
+  for _, e in ipairs(leases) do
+    if not core.alive(e.l.pid or 0) then
+      problem("stale_lease", nil, "lease on " .. e.agent_id .. " held by process " .. tostring(e.l.pid) .. ", which is gone",
+              function() self.store:update(function(txn) txn:del("leases", e.agent_id) end) end)
+    end
+  end
+  report.ok = true
+  for _, ch in ipairs(report.checks) do report.ok = report.ok and ch.ok end
+  for _, p in ipairs(report.problems) do report.ok = report.ok and p.fixed end
+  return report
+end
+
+-- The workflows as plain functions over the default client and store (from the environment):
+-- users.onboard(username, opts), users.chat(...), users.offboard(...), users.doctor(...).
+local default
+for _, name in ipairs({ "onboard", "chat", "offboard", "doctor", "list" }) do
+  _M[name] = function(...)
+    default = default or _M.new()
+    return default[name](default, ...)
+  end
+end
+
+return setmetatable(_M, { __call = function(_, opts) return _M.new(opts) end })
