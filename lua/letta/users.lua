@@ -289,7 +289,7 @@ function Users:remember(rec, text, reply)
   c.blocks:modify(rec.block_id, { value = json.encode(value) })
 end
 
--- chat(username, agent_id, text, {stream=, on_event=, timeout=}) -> {reply=, messages=,
+-- chat(username, agent_id, text, {stream=, stream_tokens=, on_event=, timeout=}) -> {reply=, messages=,
 -- stop_reason=, usage=, actions=}. The persona block is attached only for the send and detached
 -- on every path: success, API error, Lua error, timeout, Ctrl-C (a killed process is repaired by
 -- the next chat on that agent, or by doctor).
@@ -314,7 +314,8 @@ function Users:chat(username, agent_id, text, opts)
       txn:put("attachments", key, { username = username, pid = core.pid(), since = os.time() })
     end)
     c.agents.blocks:attach(agent_id, rec.block_id)
-    local req = { text = text, sender_id = rec.identity_id, timeout = opts.timeout }
+    local req = { text = text, sender_id = rec.identity_id, timeout = opts.timeout,
+                  stream_tokens = opts.stream and opts.stream_tokens or nil }
     if opts.stream then
       result = c.agents.messages:stream(agent_id, req, opts.on_event or function() end)
     else
