@@ -37,6 +37,8 @@ typedef struct Session Session;
 
 typedef struct Request {
   Session *s; /* NULL once the session is closed */
+  struct Request *prev, *next; /* the session's running requests */
+  int ref; /* registry reference pinning the userdata while it runs */
   CURL *easy; /* only while running */
   struct curl_slist *headers; /* own list when the caller added headers */
   int state; /* REQ_* */
@@ -45,6 +47,7 @@ typedef struct Request {
   int paused;
   int checked; /* a stream's status was looked at */
   int once;    /* must not be sent twice (not safe to repeat) */
+  int kept;    /* the next close is skipped (request:keep) */
   int sends;   /* times libcurl was about to send it */
   CURLcode result;
   long status;
@@ -67,6 +70,7 @@ struct Session {
   CURL *pool[POOL_MAX];
   int npool;
   int inflight;
+  struct Request *running; /* list of running requests */
   long connect_timeout_ms;
   size_t max_body;
   char *ca_file;
@@ -288,29 +292,16 @@ static int l_session_close(lua_State *L) {
   Session *s = (Session *)luaL_checkudata(L, 1, SESSION_MT);
   if (s->closed) return 0;
   const lh_curl_api *c = s->c;
-  /* In-flight requests are pinned in the session's registry table: abort them all. */
   lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
   lua_pushvalue(L, 1);
   lua_pushnil(L);
   lua_rawset(L, -3);
   lua_pop(L, 1);
-  lua_pushlightuserdata(L, s);
-  if (lua_rawget(L, LUA_REGISTRYINDEX) == LUA_TTABLE) {
-    int t = lua_gettop(L);
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-      Request *r = (Request *)lua_touserdata(L, -1);
-      if (r && r->state == REQ_RUNNING) {
-        request_finish(L, r, CURLE_ABORTED_BY_CALLBACK);
-        snprintf(r->errbuf, sizeof r->errbuf, "the HTTP session was closed");
-      }
-      lua_pop(L, 1);
-    }
+  while (s->running) { /* abort every transfer still running */
+    Request *r = s->running;
+    request_finish(L, r, CURLE_ABORTED_BY_CALLBACK);
+    snprintf(r->errbuf, sizeof r->errbuf, "the HTTP session was closed");
   }
-  lua_pop(L, 1);
-  lua_pushlightuserdata(L, s);
-  lua_pushnil(L);
-  lua_rawset(L, LUA_REGISTRYINDEX);
   for (int i = 0; i < s->npool; i++) c->curl_easy_cleanup(s->pool[i]);
   s->npool = 0;
   if (s->multi) c->curl_multi_cleanup(s->multi);
@@ -333,43 +324,28 @@ static int l_session_tostring(lua_State *L) {
 /* ---------------------------------------------------------------------------------------------
  * Requests */
 
-/* Pins the running request r (at stack index idx) in the session's table, so it lives until done. */
+/* Pins the running request r (its userdata at stack index idx) so that it lives until done, and
+ * links it into its session's list of running requests. A registry reference, not a table keyed
+ * by request: refs reuse their slots, so thousands of short requests cause no rehashing. */
 static void pin(lua_State *L, Session *s, Request *r, int idx) {
-  idx = lua_absindex(L, idx);
-  lua_pushlightuserdata(L, s);
-  if (lua_rawget(L, LUA_REGISTRYINDEX) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushlightuserdata(L, s);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-  }
-  lua_pushlightuserdata(L, r);
   lua_pushvalue(L, idx);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
+  r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  r->prev = NULL;
+  r->next = s->running;
+  if (s->running) s->running->prev = r;
+  s->running = r;
 }
 
-/* Pushes the request userdata of r (or nil if it is not pinned) and unpins it if unpin. */
-static int push_pinned(lua_State *L, Session *s, Request *r, int unpin) {
-  lua_pushlightuserdata(L, s);
-  if (lua_rawget(L, LUA_REGISTRYINDEX) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    return 0;
-  }
-  lua_pushlightuserdata(L, r);
-  lua_rawget(L, -2);
-  if (unpin) {
-    lua_pushlightuserdata(L, r);
-    lua_pushnil(L);
-    lua_rawset(L, -4);
-  }
-  lua_remove(L, -2);
-  return !lua_isnil(L, -1);
+static void unpin(lua_State *L, Session *s, Request *r) {
+  if (r->prev) r->prev->next = r->next;
+  else if (s->running == r) s->running = r->next;
+  if (r->next) r->next->prev = r->prev;
+  r->prev = r->next = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+  r->ref = LUA_NOREF;
 }
 
-/* Adds the request at the top of the stack to the scheduler's notify list (once). */
+/* Adds the request whose userdata is at the top of the stack to the scheduler's notify list. */
 static void notify(lua_State *L, Request *r) {
   if (!r->notify || r->queued) return;
   r->queued = 1;
@@ -399,8 +375,12 @@ static void request_finish(lua_State *L, Request *r, CURLcode result) {
   }
   if (r->headers && s) s->c->curl_slist_free_all(r->headers);
   r->headers = NULL;
-  if (s && push_pinned(L, s, r, 1)) notify(L, r);
-  lua_pop(L, 1);
+  if (s && r->ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+    unpin(L, s, r);
+    notify(L, r);
+    lua_pop(L, 1);
+  }
 }
 
 static void request_release(lua_State *L, Request *r) {
@@ -416,35 +396,65 @@ static void request_release(lua_State *L, Request *r) {
 }
 
 static int l_request_close(lua_State *L) {
-  request_release(L, check_request(L, 1));
+  Request *r = check_request(L, 1);
+  if (r->kept) { /* handed over out of a to-be-closed scope: the new owner closes it */
+    r->kept = 0;
+    return 0;
+  }
+  request_release(L, r);
   return 0;
 }
 
-/* session:request{method=, url=, body=, headers={"Name: value"...}, timeout_ms=, stream=,
- * idle_timeout_ms=, notify=} -> request, already started. */
-static int l_request(lua_State *L) {
-  Session *s = check_session(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+/* A new easy handle with the options that stay the same for the whole session. */
+static CURL *new_easy(Session *s) {
   const lh_curl_api *c = s->c;
-  const char *method = opt_string(L, 2, "method", "GET");
-  const char *url = opt_string(L, 2, "url", NULL);
-  if (!url) return luaL_argerror(L, 2, "'url' is required");
-  size_t body_len = 0;
-  lua_getfield(L, 2, "body");
-  const char *body = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &body_len);
-  lua_pop(L, 1);
-  long timeout_ms = (long)opt_integer(L, 2, "timeout_ms", 0);
-  long idle_ms = (long)opt_integer(L, 2, "idle_timeout_ms", 0);
-  lua_getfield(L, 2, "stream");
-  int stream = lua_toboolean(L, -1);
-  lua_getfield(L, 2, "notify");
-  int want_notify = lua_toboolean(L, -1);
-  lua_getfield(L, 2, "once");
-  int once = lua_toboolean(L, -1);
-  lua_pop(L, 3);
+  CURL *e = c->curl_easy_init();
+  if (!e) return NULL;
+  c->curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  c->curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  c->curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+  c->curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  c->curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
+  c->curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  c->curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  c->curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, s->insecure ? 0L : 1L);
+  c->curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, s->insecure ? 0L : 2L);
+  if (s->ca_file) c->curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
+  return e;
+}
 
-  Request *r = (Request *)lua_newuserdatauv(L, sizeof(Request), 2); /* session, body */
+/* session:request(method, url, body, headers, timeout_ms, idle_timeout_ms, stream, once), or
+ * session:request{method=, url=, body=, headers=, timeout_ms=, idle_timeout_ms=, stream=, once=}
+ * -> request, already started. headers: {"Name: value", ...} added to the session's; body: a
+ * string (JSON); idle_timeout_ms: for streams, instead of a total timeout; once: never sent twice
+ * (see on_prereq). The positional form saves the hot path a table. */
+static int l_request(lua_State *L) {
+  static const char *const fields[] = {"method", "url", "body", "headers", "timeout_ms",
+                                       "idle_timeout_ms", "stream", "once"};
+  Session *s = check_session(L, 1);
+  const lh_curl_api *c = s->c;
+  if (lua_istable(L, 2)) { /* to the positional form: slots 2..9 */
+    lua_settop(L, 2);
+    for (int i = 0; i < 8; i++) lua_getfield(L, 2, fields[i]);
+    lua_remove(L, 2);
+    if (lua_isnil(L, 2)) {
+      lua_pushliteral(L, "GET");
+      lua_replace(L, 2);
+    }
+  }
+  lua_settop(L, 9);
+  const char *method = luaL_checkstring(L, 2);
+  const char *url = luaL_checkstring(L, 3);
+  size_t body_len = 0;
+  const char *body = luaL_optlstring(L, 4, NULL, &body_len);
+  long timeout_ms = (long)luaL_optinteger(L, 6, 0);
+  long idle_ms = (long)luaL_optinteger(L, 7, 0);
+  int stream = lua_toboolean(L, 8);
+  int once = lua_toboolean(L, 9);
+
+  Request *r = (Request *)lua_newuserdatauv(L, sizeof(Request), 3); /* session, body, task */
   memset(r, 0, sizeof *r);
+  r->ref = LUA_NOREF;
   r->state = REQ_DONE; /* created finished: nothing to release until started */
   r->result = CURLE_FAILED_INIT;
   luaL_setmetatable(L, REQUEST_MT);
@@ -453,54 +463,42 @@ static int l_request(lua_State *L) {
   lua_setiuservalue(L, ridx, 1);
   r->s = s;
   r->max_body = s->max_body;
-  r->notify = want_notify;
   r->once = once;
   if (stream && !(r->sse = lh_sse_new(on_sse_event, r, s->max_body))) return luaL_error(L, "out of memory");
 
   struct curl_slist *headers = body ? s->base_json : s->base;
-  lua_getfield(L, 2, "headers");
-  if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) {
+  if (lua_istable(L, 5) && lua_rawlen(L, 5) > 0) {
     for (struct curl_slist *p = headers; p; p = p->next) r->headers = slist_add(c, r->headers, p->data, "");
-    for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+    for (lua_Integer i = 1; lua_rawgeti(L, 5, i) == LUA_TSTRING; i++) {
       r->headers = slist_add(c, r->headers, lua_tostring(L, -1), "");
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
     headers = r->headers;
   }
-  lua_pop(L, 1);
 
-  CURL *e = s->npool > 0 ? s->pool[--s->npool] : c->curl_easy_init();
+  CURL *e = s->npool > 0 ? s->pool[--s->npool] : new_easy(s);
   if (!e) return luaL_error(L, "cannot create a transfer: out of memory");
+  /* What changes per request; the rest was set once in new_easy(). */
   c->curl_easy_setopt(e, CURLOPT_URL, url);
   c->curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
   c->curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r);
-  c->curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   c->curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r);
-  c->curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   c->curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
   c->curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-  c->curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
   c->curl_easy_setopt(e, CURLOPT_PREREQDATA, (void *)r);
-  c->curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  c->curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
   c->curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
   /* For streams: an idle timeout (no byte for idle_ms) instead of a total one. */
   c->curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, idle_ms > 0 ? 1L : 0L);
   c->curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, idle_ms > 0 ? (idle_ms + 999) / 1000 : 0L);
-  c->curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  c->curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-  c->curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, s->insecure ? 0L : 1L);
-  c->curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, s->insecure ? 0L : 2L);
-  if (s->ca_file) c->curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
-  /* Method and body. Every option is set on every use, so a pooled handle carries nothing over. */
+  /* Method and body: set on every use, so a pooled handle carries nothing over. */
   int is_get = strcmp(method, "GET") == 0, is_post = strcmp(method, "POST") == 0;
   c->curl_easy_setopt(e, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
   if (body) {
     c->curl_easy_setopt(e, CURLOPT_POST, 1L);
     c->curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     c->curl_easy_setopt(e, CURLOPT_POSTFIELDS, body); /* not copied: the request holds the string */
-    lua_getfield(L, 2, "body");
+    lua_pushvalue(L, 4);
     lua_setiuservalue(L, ridx, 2);
   } else if (is_post || !is_get) {
     c->curl_easy_setopt(e, CURLOPT_POST, is_post ? 1L : 0L);
@@ -545,19 +543,13 @@ static void session_perform(lua_State *L, Session *s) {
 
 /* Streams with events not yet seen by the scheduler go on the notify list. */
 static void notify_streams(lua_State *L, Session *s) {
-  lua_pushlightuserdata(L, s);
-  if (lua_rawget(L, LUA_REGISTRYINDEX) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    return;
+  for (Request *r = s->running; r; r = r->next) {
+    if (r->first && r->notify && !r->queued) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+      notify(L, r);
+      lua_pop(L, 1);
+    }
   }
-  int t = lua_gettop(L);
-  lua_pushnil(L);
-  while (lua_next(L, t)) {
-    Request *r = (Request *)lua_touserdata(L, -1);
-    if (r && r->first && r->notify && !r->queued) notify(L, r);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
 }
 
 /* Collects the open sessions with transfers in flight onto the stack; returns how many. */
@@ -607,39 +599,47 @@ static void wait_sessions(Session **ss, int n, int timeout_ms) {
   if (timeout_ms > 0) poll(fds, nfds, timeout_ms);
 }
 
-/* One turn of every session: perform, wait up to timeout_ms if nothing happened, perform again. */
+/* One turn of every session: wait up to timeout_ms for activity (sockets, curl's timers; a
+ * transfer just added counts as due at once), or just sleep when nothing is in flight (letta.sleep,
+ * retry backoff); then perform. Waiting first means one perform per wake-up: performing on sockets
+ * with nothing to read costs a failed recv() per transfer. */
 static void step(lua_State *L, int timeout_ms) {
   Session *ss[64];
   int n = active_sessions(L, ss, 64);
-  for (int i = 0; i < n; i++) session_perform(L, ss[i]);
   if (timeout_ms > 0) {
     lua_getfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
     int news = lua_rawlen(L, -1) > 0;
     lua_pop(L, 1);
-    n = active_sessions(L, ss, 64);
-    if (!news && n > 0) {
-      wait_sessions(ss, n, timeout_ms);
-      for (int i = 0; i < n; i++) session_perform(L, ss[i]);
-    } else if (!news) {
-      poll(NULL, 0, timeout_ms); /* nothing in flight: sleep, do not spin (letta.sleep, backoff) */
+    if (!news) {
+      if (n > 0) wait_sessions(ss, n, timeout_ms);
+      else poll(NULL, 0, timeout_ms);
     }
   }
+  for (int i = 0; i < n; i++) session_perform(L, ss[i]);
   for (int i = 0; i < n; i++) notify_streams(L, ss[i]);
 }
 
-/* http.step(timeout_ms) -> list of requests with news (finished, or with stream events), for
- * requests made with notify = true. Never blocks longer than timeout_ms (0 = poll). */
+/* http.step(timeout_ms) -> list of the tasks (given to request:notify) whose requests have news:
+ * finished, or stream events. Never blocks longer than timeout_ms (0 = poll). */
 static int l_step(lua_State *L) {
   int timeout_ms = (int)luaL_optinteger(L, 1, 0);
   step(L, timeout_ms < 0 ? 0 : timeout_ms);
   lua_getfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
+  int list = lua_gettop(L);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, list), k = 0;
+  if (n == 0) return 1; /* the empty list serves again */
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
-  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
+  for (lua_Integer i = 1; i <= n; i++) { /* in place: request -> its task */
+    lua_rawgeti(L, list, i);
     check_request(L, -1)->queued = 0;
+    if (lua_getiuservalue(L, -1, 3) != LUA_TNIL) lua_rawseti(L, list, ++k);
+    else lua_pop(L, 1);
     lua_pop(L, 1);
+  }
+  for (lua_Integer i = k + 1; i <= n; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, list, i);
   }
   return 1;
 }
@@ -677,6 +677,20 @@ static int l_request_wait(lua_State *L) {
     step(L, (int)(slice - spent));
   }
   lua_pushboolean(L, r->state != REQ_RUNNING || r->first != NULL);
+  return 1;
+}
+
+/* A running request is pinned, so only lua_close finalises one still running. */
+static int l_request_gc(lua_State *L) {
+  request_release(L, check_request(L, 1));
+  return 0;
+}
+
+/* request:keep() -> request: the next close (e.g. leaving a <close> scope) does nothing, so the
+ * request can be returned from such a scope to a caller that will close it. */
+static int l_request_keep(lua_State *L) {
+  check_request(L, 1)->kept = 1;
+  lua_settop(L, 1);
   return 1;
 }
 
@@ -792,14 +806,14 @@ static int l_request_events(lua_State *L) {
   return 1;
 }
 
-/* request:notify(on): report this request's news through http.step() (the scheduler's await). */
+/* request:notify(task): report this request's news to http.step(), which returns the task (the
+ * scheduler's await); request:notify(nil) stops it. */
 static int l_request_notify(lua_State *L) {
   Request *r = check_request(L, 1);
-  r->notify = lua_toboolean(L, 2);
-  if (r->notify && (r->state != REQ_RUNNING || r->first)) {
-    lua_settop(L, 1);
-    notify(L, r);
-  }
+  lua_settop(L, 2);
+  r->notify = !lua_isnil(L, 2);
+  lua_setiuservalue(L, 1, 3);
+  if (r->notify && (r->state != REQ_RUNNING || r->first)) notify(L, r);
   return 0;
 }
 
@@ -815,7 +829,8 @@ int luaopen_letta_http(lua_State *L) {
   static const luaL_Reg request_methods[] = {
       {"wait", l_request_wait},       {"done", l_request_done},     {"result", l_request_result},
       {"headers", l_request_headers}, {"events", l_request_events}, {"notify", l_request_notify},
-      {"streaming", l_request_streaming}, {"close", l_request_close}, {NULL, NULL}};
+      {"streaming", l_request_streaming}, {"keep", l_request_keep},   {"close", l_request_close},
+      {NULL, NULL}};
   static const luaL_Reg fns[] = {
       {"session", l_session}, {"step", l_step}, {"inflight", l_inflight}, {"now", l_now}, {NULL, NULL}};
 
@@ -833,7 +848,7 @@ int luaopen_letta_http(lua_State *L) {
   if (luaL_newmetatable(L, REQUEST_MT)) {
     luaL_newlib(L, request_methods);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_request_close); /* a running request is pinned: only lua_close gets here */
+    lua_pushcfunction(L, l_request_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, l_request_close);
     lua_setfield(L, -2, "__close");

@@ -231,7 +231,7 @@ static void decode_array(Decoder *d) {
 static void decode_object(Decoder *d) {
   enter(d);
   d->p++; /* { */
-  lua_newtable(d->L);
+  lua_createtable(d->L, 0, 4); /* room for a small object without rehashing */
   skip_ws(d);
   if (d->p < d->end && *d->p == '}') {
     /* Only empty objects need the marker: non-empty ones encode as objects anyway. */

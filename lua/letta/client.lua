@@ -68,7 +68,6 @@ end
 
 local SAFE = { GET = true, HEAD = true, PUT = true, DELETE = true, PATCH = true }
 
-local GUARD = { __close = function(g) if g.req then g.req:close() end end }
 
 -- Seconds to wait before retry number n (0-based), from the headers or exponential backoff.
 local function retry_delay(headers, n)
@@ -96,56 +95,56 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- Requests
 
+-- One attempt. Returns true, value (nil for JSON null or an empty body) on success; false, err,
+-- headers on an HTTP or transport failure; or, for a stream that started, true, req (open: the
+-- caller reads its events and closes it). The request is closed on every other way out, errors
+-- (Ctrl-C too) included, which aborts its transfer: nothing is left running.
+local function attempt(self, method, url, path, body, headers, timeout_ms, once, stream)
+  local req <close> = self.session:request(method, url, body, headers, stream and 0 or timeout_ms,
+                                           stream and timeout_ms or 0, stream, once)
+  repeat loop.await(req) until req:done() or (stream and req:streaming())
+  if stream and req:streaming() then
+    return true, req:keep() -- the caller reads the events and closes it
+  end
+  local status, text, kind, message = req:result()
+  if not kind and status >= 200 and status < 300 then
+    if text == "" then return true, nil end
+    local ok, value = pcall(json.decode, text)
+    if not ok then
+      error(errors.new{ status = 0, code = "invalid_json", method = method, path = path, body = text,
+                        message = "the server sent invalid JSON (" .. tostring(value):gsub("^.-json: ", "") .. ")",
+                        retryable = false }, 0)
+    end
+    if value == json.null then value = nil end
+    return true, value
+  end
+  return false, errors.new{ status = kind and 0 or status, code = kind, message = kind and message or nil,
+                            body = text, method = method, path = path }, req:headers()
+end
+
+local NO_OPTS = {}
+
 -- client:request(method, path, {query=, body=, timeout=, headers=, safe=, stream=}) -> value
 -- Sends one API call (with retries) and returns the decoded JSON answer (nil for a JSON null).
 -- With stream = true, returns the open request once its answer has started (see stream()).
 function Client:request(method, path, opts)
-  opts = opts or {}
-  local url = self.base_url .. path .. query_string(opts.query)
+  opts = opts or NO_OPTS
+  local url = self.base_url .. path
+  if opts.query then url = url .. query_string(opts.query) end
   local body = opts.body ~= nil and json.encode(opts.body) or nil
   local safe = opts.safe
   if safe == nil then safe = SAFE[method] or false end
-  local timeout = opts.timeout or self.timeout
-  local attempt = 0
+  local timeout_ms = math.floor((opts.timeout or self.timeout) * 1000)
+  local tries = 0
   while true do
-    -- Closing the request aborts its transfer: on any error (Ctrl-C too), nothing is left running.
-    local guard <close> = setmetatable({}, GUARD)
-    local req = self.session:request{
-      method = method, url = url, body = body, headers = opts.headers,
-      timeout_ms = (not opts.stream) and math.floor(timeout * 1000) or 0,
-      idle_timeout_ms = opts.stream and math.floor(timeout * 1000) or nil,
-      stream = opts.stream, once = not safe,
-    }
-    guard.req = req
-    loop.await(req)
-    if opts.stream and req:streaming() then
-      guard.req = nil
-      return req -- events are coming: the caller reads them (and closes it)
+    local ok, res, headers = attempt(self, method, url, path, body, opts.headers, timeout_ms, not safe, opts.stream)
+    if ok then return res end
+    if tries >= self.max_retries or not should_retry(res, headers, safe) then
+      res.attempts = tries + 1
+      error(res, 2)
     end
-    while not req:done() do loop.await(req) end
-    local status, text, kind, message = req:result()
-    if not kind and status >= 200 and status < 300 then
-      req:close()
-      if text == "" then return nil end
-      local ok, value = pcall(json.decode, text)
-      if not ok then
-        error(errors.new{ status = 0, code = "invalid_json", method = method, path = path, body = text,
-                          message = "the server sent invalid JSON (" .. tostring(value):gsub("^.-json: ", "") .. ")",
-                          retryable = false }, 2)
-      end
-      if value == json.null then return nil end
-      return value
-    end
-    local headers = req:headers()
-    req:close()
-    local err = errors.new{ status = kind and 0 or status, code = kind, message = kind and message or nil,
-                            body = text, method = method, path = path }
-    if attempt >= self.max_retries or not should_retry(err, headers, safe) then
-      err.attempts = attempt + 1
-      error(err, 2)
-    end
-    loop.sleep(retry_delay(headers, attempt))
-    attempt = attempt + 1
+    loop.sleep(retry_delay(headers, tries))
+    tries = tries + 1
   end
 end
 

@@ -12,7 +12,6 @@ local _M = {}
 local AWAIT = {} -- what a task yields while it waits
 
 local tasks = setmetatable({}, { __mode = "k" }) -- coroutine -> task
-local waiting = {} -- request -> task awaiting its news
 local ready = {} -- tasks to resume on the next step (after a plain yield or a join)
 local sleepers = {} -- {task, wake}: tasks sleeping until a time
 local live = 0 -- tasks not finished
@@ -79,13 +78,8 @@ function _M.step(timeout_ms)
     for _, s in ipairs(sleepers) do next_wake = math.min(next_wake, s.wake) end
     timeout_ms = math.max(0, math.min(timeout_ms, math.ceil((next_wake - now) * 1000)))
   end
-  local news = http.step(timeout_ms)
-  for _, req in ipairs(news) do
-    local task = waiting[req]
-    if task then
-      waiting[req] = nil
-      resume(task)
-    end
+  for _, task in ipairs(http.step(timeout_ms)) do -- tasks whose requests have news
+    if not task.done then resume(task) end
   end
   if #sleepers > 0 then
     now = http.now()
@@ -107,10 +101,9 @@ end
 function _M.await(req)
   local task = current_task()
   if task then
-    waiting[req] = task
-    req:notify(true)
+    req:notify(task) -- http.step() hands the task back when the request has news
     coroutine.yield(AWAIT)
-    req:notify(false)
+    req:notify(nil)
   else
     -- Blocks in C in slices of 100 ms, so that Ctrl-C (a Lua hook) can interrupt between them.
     while not req:wait(100) do end

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# CPU cost of a request: N x GET /v1/health/ to a private nginx on loopback, bin/lettash (answers
+# decoded into Lua tables) beside a bare libcurl C loop, one after another on one kept-alive
+# connection and with 64 in flight. The four runs are interleaved, ROUNDS times, so that a busy
+# machine slows them alike. Goal (issues #4, #9): lettash at most 1.3x the libcurl loop.
+#   bench/requests.sh [N]     (default 20000; ROUNDS=7, INFLIGHT=64 from the environment)
+# Raw figures, one run a line: build/bench/requests.txt.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+N=${1:-20000}
+ROUNDS=${ROUNDS:-7}
+K=${INFLIGHT:-64}
+LIMIT=120 # seconds any one run may take
+
+# bin/lettash embeds lua/: rebuild when it is missing or older than a source.
+if [ ! -x bin/lettash ] || [ -n "$(find src lua premake5.lua -newer bin/lettash -print -quit)" ]; then
+  NO_INSTALL=1 scripts/setup.sh release
+fi
+mkdir -p build/bench
+cc -O2 -Wall -o build/bench/rusage bench/rusage.c
+cc -O2 -Wall -o build/bench/curl_loop bench/curl_loop.c $(pkg-config --cflags --libs libcurl)
+
+. bench/nginx.sh
+nginx_start
+URL=$NGINX_URL
+RAW=build/bench/requests.txt
+TMP=$(mktemp)
+cleanup() { nginx_stop; rm -f "$TMP"; }
+trap cleanup EXIT
+
+# name -> command
+declare -A CMD=(
+  [lettash_seq]="bin/lettash bench/requests.lua $URL $N"
+  [curl_seq]="build/bench/curl_loop $URL/v1/health/ $N"
+  [lettash_$K]="bin/lettash bench/requests.lua $URL $N inflight $K"
+  [curl_$K]="build/bench/curl_loop $URL/v1/health/ $N inflight $K"
+)
+ORDER=(lettash_seq curl_seq "lettash_$K" "curl_$K")
+
+run() { # run NAME [N]: one line "NAME user sys wall rss_kb"
+  local cmd=${CMD[$1]}
+  [ $# -gt 1 ] && cmd=${cmd/ $N/ $2}
+  local out
+  # shellcheck disable=SC2086 # the commands are word lists on purpose
+  out=$(build/bench/rusage -t "$LIMIT" $cmd) || { echo "requests.sh: $1 failed: $cmd" >&2; exit 1; }
+  echo "$1 $out"
+}
+
+for name in "${ORDER[@]}"; do run "$name" $((N / 10)) >/dev/null; done # warm-up: caches, loader, nginx
+{
+  echo "# bench/requests.sh: N=$N rounds=$ROUNDS inflight=$K url=$URL $(date -u +%FT%TZ)"
+  echo "# round name user_s sys_s wall_s peak_rss_kb"
+} >"$TMP"
+for r in $(seq "$ROUNDS"); do
+  for name in "${ORDER[@]}"; do line=$(run "$name") && echo "$r $line" >>"$TMP"; done
+done
+cp "$TMP" "$RAW"
+
+awk -v n="$N" -v k="$K" -v rounds="$ROUNDS" '
+  function sort(a, m,   i, j, x) { for (i = 2; i <= m; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x } }
+  function median(a, m) { return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
+  /^#/ { next }
+  {
+    name = $2; c = ++cnt[name]
+    cpu[name, c] = ($3 + $4) / n * 1e6; usr[name, c] = $3 / n * 1e6; sys[name, c] = $4 / n * 1e6
+    rps[name, c] = n / $5
+    if ($6 > rss[name]) rss[name] = $6
+  }
+  END {
+    printf "%d x GET /v1/health/ on loopback nginx, %d interleaved rounds: median (min-max)\n", n, rounds
+    printf "  %-12s %-26s %14s %14s %12s %9s\n", "", "CPU us/request", "user us", "sys us", "requests/s", "peak RSS"
+    split("lettash_seq curl_seq lettash_" k " curl_" k, order, " ")
+    for (o = 1; o <= 4; o++) {
+      name = order[o]; m = cnt[name]
+      for (i = 1; i <= m; i++) { a[i] = cpu[name, i]; u[i] = usr[name, i]; s[i] = sys[name, i]; q[i] = rps[name, i] }
+      sort(a, m); sort(u, m); sort(s, m); sort(q, m)
+      med[name] = median(a, m)
+      printf "  %-12s %6.2f (%6.2f-%6.2f)      %14.2f %14.2f %12.0f %6.1f MB\n", name, med[name], a[1], a[m],
+             median(u, m), median(s, m), median(q, m), rss[name] / 1024
+    }
+    for (o = 1; o <= 2; o++) {
+      mode = o == 1 ? "seq" : k
+      ratio = med["lettash_" mode] / med["curl_" mode]
+      printf "ratio lettash/curl, %s: %.2fx (goal <= 1.3x: %s)\n", o == 1 ? "sequential" : k " in flight",
+             ratio, ratio <= 1.3 ? "met" : "NOT met"
+    }
+  }' "$RAW"
