@@ -14,6 +14,7 @@
 #include "lettash.h"
 #include "lh_curl.h"
 #include "lh_sse.h"
+#include "lh_util.h"
 
 #define SESSION_MT "letta.http.Session"
 #define REQUEST_MT "letta.http.Request"
@@ -834,28 +835,8 @@ int luaopen_letta_http(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"session", l_session}, {"step", l_step}, {"inflight", l_inflight}, {"now", l_now}, {NULL, NULL}};
 
-  if (luaL_newmetatable(L, SESSION_MT)) {
-    luaL_newlib(L, session_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_session_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_session_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_session_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, REQUEST_MT)) {
-    luaL_newlib(L, request_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_request_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_request_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_request_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  lh_class(L, SESSION_MT, session_methods, l_session_close, l_session_close, l_session_tostring);
+  lh_class(L, REQUEST_MT, request_methods, l_request_gc, l_request_close, l_request_tostring);
   if (lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);

@@ -16,6 +16,7 @@
 #include "lh_http.h"
 #include "lh_json.h"
 #include "lh_store.h"
+#include "lh_util.h"
 #include "lmdb.h"
 #include "lualib.h"
 
@@ -36,6 +37,24 @@ const char *lh_version_lmdb(void) {
   static char buf[32];
   snprintf(buf, sizeof buf, "%d.%d.%d", major, minor, patch);
   return buf;
+}
+
+void lh_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+              lua_CFunction close, lua_CFunction tostring) {
+  if (luaL_newmetatable(L, name)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+    if (tostring) {
+      lua_pushcfunction(L, tostring);
+      lua_setfield(L, -2, "__tostring");
+    }
+  }
+  lua_pop(L, 1);
 }
 
 /* preload loader for an embedded module; upvalue 1 is its index in lh_embedded[]. */

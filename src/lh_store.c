@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "lauxlib.h"
+#include "lh_util.h"
 #include "lmdb.h"
 
 #define ENV_MT "letta.Store"
@@ -335,24 +336,8 @@ int luaopen_letta_lmdb(lua_State *L) {
       {"commit", l_commit}, {"abort", l_abort}, {"close", l_abort}, {"active", l_txn_active},
       {NULL, NULL}};
   static const luaL_Reg fns[] = {{"open", l_open}, {NULL, NULL}};
-  if (luaL_newmetatable(L, ENV_MT)) {
-    luaL_newlib(L, env_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_env_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_env_close);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, TXN_MT)) {
-    luaL_newlib(L, txn_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_abort);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_abort);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
+  lh_class(L, ENV_MT, env_methods, l_env_close, l_env_close, NULL);
+  lh_class(L, TXN_MT, txn_methods, l_abort, l_abort, NULL);
   luaL_newlib(L, fns);
   return 1;
 }

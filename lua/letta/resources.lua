@@ -31,6 +31,18 @@ local function body_of(fields)
   return b
 end
 
+-- Adds attach(a, b) and detach(a, b): PATCH <prefix(a)>/attach/<b> (and /detach/), with no body.
+-- Letta links things this way (blocks to agents, identities to agents and to blocks).
+local function linking(methods, prefix, what_a, what_b)
+  for _, verb in ipairs({ "attach", "detach" }) do
+    methods[verb] = function(self, a, b)
+      check_id(a, 1, verb, what_a)
+      check_id(b, 2, verb, what_b)
+      return self._c:patch(prefix(a) .. "/" .. verb .. "/" .. escape(b))
+    end
+  end
+end
+
 -- A resource: methods get `self._c`, the client.
 local function resource(client, methods)
   return setmetatable({ _c = client }, { __index = methods })
@@ -292,32 +304,15 @@ end
 
 -- block <-> identity
 local BlockIdentities = {}
-function BlockIdentities:attach(block_id, identity_id)
-  check_id(block_id, 1, "attach", "block id")
-  check_id(identity_id, 2, "attach", "identity id")
-  return self._c:patch("/v1/blocks/" .. escape(block_id) .. "/identities/attach/" .. escape(identity_id))
-end
-function BlockIdentities:detach(block_id, identity_id)
-  check_id(block_id, 1, "detach", "block id")
-  check_id(identity_id, 2, "detach", "identity id")
-  return self._c:patch("/v1/blocks/" .. escape(block_id) .. "/identities/detach/" .. escape(identity_id))
-end
+linking(BlockIdentities, function(block_id) return "/v1/blocks/" .. escape(block_id) .. "/identities" end,
+        "block id", "identity id")
 
 -- ---------------------------------------------------------------------------------------------
 -- An agent's core-memory blocks.
 local AgentBlocks = {}
 local function core_memory(agent_id) return "/v1/agents/" .. escape(agent_id) .. "/core-memory/blocks" end
 
-function AgentBlocks:attach(agent_id, block_id)
-  check_id(agent_id, 1, "attach", "agent id")
-  check_id(block_id, 2, "attach", "block id")
-  return self._c:patch(core_memory(agent_id) .. "/attach/" .. escape(block_id))
-end
-function AgentBlocks:detach(agent_id, block_id)
-  check_id(agent_id, 1, "detach", "agent id")
-  check_id(block_id, 2, "detach", "block id")
-  return self._c:patch(core_memory(agent_id) .. "/detach/" .. escape(block_id))
-end
+linking(AgentBlocks, core_memory, "agent id", "block id") -- attach is idempotent; detach 404s if not attached
 listing(AgentBlocks, function(self, fname, agent_id, query)
   check_id(agent_id, 1, fname, "agent id")
   return core_memory(agent_id), check_table(query, 2, fname, true)
@@ -381,16 +376,8 @@ end
 
 -- agent <-> identity
 local AgentIdentities = {}
-function AgentIdentities:attach(agent_id, identity_id)
-  check_id(agent_id, 1, "attach", "agent id")
-  check_id(identity_id, 2, "attach", "identity id")
-  return self._c:patch("/v1/agents/" .. escape(agent_id) .. "/identities/attach/" .. escape(identity_id))
-end
-function AgentIdentities:detach(agent_id, identity_id)
-  check_id(agent_id, 1, "detach", "agent id")
-  check_id(identity_id, 2, "detach", "identity id")
-  return self._c:patch("/v1/agents/" .. escape(agent_id) .. "/identities/detach/" .. escape(identity_id))
-end
+linking(AgentIdentities, function(agent_id) return "/v1/agents/" .. escape(agent_id) .. "/identities" end,
+        "agent id", "identity id")
 
 -- ---------------------------------------------------------------------------------------------
 -- Archival memory (passages).

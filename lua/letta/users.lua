@@ -149,7 +149,17 @@ function Users:ensure_block(rec, identity, actions)
     rec.block_id = nil
   end
   local block
-  if rec.pending_block then -- an earlier run was creating it: did that land?
+  -- A persona block already linked to the identity (the store lost its id, e.g. a new store on a
+  -- server where this user was onboarded): found by id through the identity, never by listing.
+  for _, id in ipairs(identity and identity.block_ids or {}) do
+    local b = unless_missing(c.blocks.retrieve, c.blocks, id)
+    if b and b.label == rec.block_label then
+      block = b
+      actions[#actions + 1] = "adopted block " .. b.id .. " (already linked to identity " .. identity.id .. ")"
+      break
+    end
+  end
+  if not block and rec.pending_block then -- an earlier run was creating it: did that land?
     local orphans = self:sweep_orphans(rec, identity)
     block = orphans[1]
     if block then actions[#actions + 1] = "adopted block " .. block.id .. " (left by an interrupted run)" end
@@ -331,7 +341,16 @@ function Users:chat(username, agent_id, text, opts)
   if not ok then error(err, 0) end
   if not dok then error(derr, 0) end
   local reply = assistant_text(result.messages)
-  local hok, herr = pcall(self.remember, self, rec, text, reply)
+  -- The history is read, changed and written back: one writer per user at a time (a lease on the
+  -- user, across processes), or two chats of one user at once lose each other's exchange.
+  local hok, herr = pcall(function()
+    local lease = "user:" .. username
+    local mine = self:acquire(lease, 30)
+    local rok, rerr = pcall(self.remember, self, rec, text, reply)
+    self:release(lease, mine)
+    if not rok then error(rerr, 0) end
+  end)
+  if not hok and tostring(herr):match("interrupted!$") then error(herr, 0) end -- Ctrl-C is not swallowed
   if not hok then actions[#actions + 1] = "conversation history not saved: " .. tostring(herr) end
   return { reply = reply, messages = result.messages, stop_reason = result.stop_reason,
            usage = result.usage, actions = actions }
@@ -366,6 +385,18 @@ function Users:offboard(username)
     end
     unless_missing(c.blocks.delete, c.blocks, rec.block_id) -- already gone is fine: a rerun
     actions[#actions + 1] = "deleted block " .. rec.block_id
+  end
+  if not rec.identity_id then -- an onboarding killed while creating it: it may have landed
+    for _, identity in ipairs(c.identities:list{ identifier_key = rec.username, identity_type = "user" } or {}) do
+      if identity.identifier_key == rec.username then rec.identity_id = identity.id end
+    end
+  end
+  if rec.pending_block then -- an onboarding killed while creating the block: delete what landed
+    local identity = rec.identity_id and unless_missing(c.identities.retrieve, c.identities, rec.identity_id)
+    for _, block in ipairs(self:sweep_orphans(rec, identity)) do
+      unless_missing(c.blocks.delete, c.blocks, block.id)
+      actions[#actions + 1] = "deleted block " .. block.id .. " (left by an interrupted onboarding)"
+    end
   end
   if rec.identity_id then
     unless_missing(c.identities.delete, c.identities, rec.identity_id)
