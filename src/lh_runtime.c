@@ -93,9 +93,30 @@ static int core_alive(lua_State *L) {
   return 1;
 }
 
+/* core.hash(s) -> 16 hex digits: FNV-1a 64 of s, a stable key for content (not for security). */
+static int core_hash(lua_State *L) {
+  size_t n;
+  const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 1, &n);
+  unsigned long long h = 14695981039346656037ULL;
+  for (size_t i = 0; i < n; i++) {
+    h ^= p[i];
+    h *= 1099511628211ULL;
+  }
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", h);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
+/* core.isatty(fd) -> whether fd (0, 1, 2) is a terminal: progress bars only there. */
+static int core_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 int luaopen_letta_core(lua_State *L) {
-  static const luaL_Reg fns[] = {
-      {"versions", core_versions}, {"pid", core_pid}, {"alive", core_alive}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"versions", core_versions}, {"pid", core_pid}, {"alive", core_alive},
+                                 {"hash", core_hash},         {"isatty", core_isatty}, {NULL, NULL}};
   luaL_newlib(L, fns);
   lua_pushliteral(L, LETTASH_VERSION);
   lua_setfield(L, -2, "version");

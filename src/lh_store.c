@@ -189,6 +189,18 @@ static int l_grow(lua_State *L) {
   return 1;
 }
 
+/* store:sync(durable) -> nothing. sync(false): commits stop waiting for the disk (a killed
+ * process loses nothing, as the data is in the OS's cache; a power cut may lose the last commits);
+ * sync(true): back to durable commits, after flushing what is pending. */
+static int l_sync(lua_State *L) {
+  Env *e = check_env(L, 1);
+  int durable = lua_toboolean(L, 2);
+  int rc = mdb_env_set_flags(e->env, MDB_NOSYNC, durable ? 0 : 1);
+  if (!rc && durable) rc = mdb_env_sync(e->env, 1);
+  if (rc) return lmdb_error(L, "sync", rc);
+  return 0;
+}
+
 /* store:info() -> {map_size=, used=, readers=} */
 static int l_info(lua_State *L) {
   Env *e = check_env(L, 1);
@@ -330,7 +342,8 @@ static int l_txn_active(lua_State *L) {
 
 int luaopen_letta_lmdb(lua_State *L) {
   static const luaL_Reg env_methods[] = {
-      {"begin", l_begin}, {"grow", l_grow}, {"info", l_info}, {"close", l_env_close}, {NULL, NULL}};
+      {"begin", l_begin}, {"grow", l_grow}, {"info", l_info}, {"sync", l_sync},
+      {"close", l_env_close}, {NULL, NULL}};
   static const luaL_Reg txn_methods[] = {
       {"get", l_get},       {"put", l_put},     {"del", l_del},     {"next", l_next},
       {"commit", l_commit}, {"abort", l_abort}, {"close", l_abort}, {"active", l_txn_active},

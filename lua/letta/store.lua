@@ -117,6 +117,10 @@ end
 
 function Store:info() return self.env:info() end
 
+-- store:durable(false) makes commits skip the wait for the disk (for bulk journals: a killed
+-- process still loses nothing); store:durable(true) flushes and restores durable commits.
+function Store:durable(on) self.env:sync(on and true or false) end
+
 -- ---------------------------------------------------------------------------------------------
 -- User records: keyed by username, with reverse lookups identity -> user and block -> user.
 
