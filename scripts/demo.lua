@@ -1,5 +1,6 @@
 -- The demo workflow (run by scripts/demo.sh): an agent, two users onboarded, a streamed chat as
--- each, proof that each persona was attached only during its own send, then doctor.
+-- each, proof that each persona was attached only during its own send, a sample of archival
+-- memory imported and searched, then doctor.
 -- Runs against LETTA_BASE_URL; on a real server it cleans up what it created.
 local letta = require "letta"
 
@@ -46,6 +47,15 @@ for _, name in ipairs({ "demo_alice", "demo_bob" }) do
   if during then say("  attached during the send: [%s]", during) end
   say("  attached after the send:  [%s]", labels(agent.id))
 end
+
+-- archival memory: a small sample file imported (exactly once), then a search over it
+local import = require("letta.import").run{
+  client = client, store = store, agent_id = agent.id, source = "scripts/data/sample-passages.jsonl",
+  progress = false,
+}
+say("import: %d passages sent (%.0f/s), %d bad lines", import.sent, import.rate, import.bad)
+local found = client.agents.passages:search(agent.id, { query = "tea", top_k = 3 })
+for _, r in ipairs(found.results) do say("  search 'tea': %s", r.content) end
 
 local report = users:doctor()
 for _, c in ipairs(report.checks) do say("doctor: %-13s %s  %s", c.name, c.ok and "ok" or "FAIL", c.detail) end

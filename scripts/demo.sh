@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, from a fresh Debian 12 machine: install what is missing, build, then run the demo
 # workflow (scripts/demo.lua): create an agent, onboard two users, chat as each (streamed), show
-# each persona attached only during its own send, run doctor. Without LETTA_BASE_URL it runs
+# each persona attached only during its own send, import a sample of archival memory and search
+# it, run doctor. Without LETTA_BASE_URL it runs
 # against the bundled emulator, started here and stopped at the end; with it, against that server.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
