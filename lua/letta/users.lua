@@ -17,7 +17,7 @@ local Users = { __name = "letta.users" }
 Users.__index = Users
 
 local HISTORY_MAX = 20 -- exchanges kept in the persona's conversation_history
-local LEASE_TTL = 600 -- seconds a chat may hold an agent (renewed while it lasts)
+local LEASE_TTL = 600 -- at least: a chat holds an agent for 3 client timeouts + a minute at most
 
 local function fail(fmt, ...) error("letta.users: " .. string.format(fmt, ...), 0) end
 
@@ -33,9 +33,9 @@ function _M.validate(username)
     fail("invalid username '%s...': at most %d characters (the block label Persona_<username> is limited to 50)",
          username:sub(1, 20), MAX_NAME)
   end
-  local bad = username:match("[^A-Za-z0-9_%-]")
+  local bad = username:match("[^A-Za-z0-9_%-][\128-\191]*") -- a whole UTF-8 character
   if bad then
-    fail("invalid username '%s': only letters A-Z a-z, digits, '_' and '-' are allowed (found %q)", username, bad)
+    fail("invalid username '%s': only letters A-Z a-z, digits, '_' and '-' are allowed (found '%s')", username, bad)
   end
   return username
 end
@@ -75,6 +75,13 @@ local function random_hex(n)
   local t = {}
   for i = 1, n do t[i] = string.format("%x", math.random(0, 15)) end
   return table.concat(t)
+end
+
+local function same(a, b) -- deep equality of decoded JSON values
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
 end
 
 local function persona_value(name, preferences)
@@ -190,9 +197,13 @@ function Users:onboard(username, opts)
   opts = opts or {}
   local actions = {}
   local rec = self.store:user(username) or { username = username }
+  local old_name, old_prefs = rec.name, rec.preferences
   rec.name = opts.name or rec.name or username
   if opts.preferences ~= nil then rec.preferences = opts.preferences end
   rec.block_label = _M.label(username)
+  -- a rerun with a new name or preferences updates them (on the identity and in the persona)
+  local renamed = rec.onboarded and opts.name ~= nil and opts.name ~= old_name
+  local new_prefs = rec.onboarded and opts.preferences ~= nil and not same(opts.preferences, old_prefs)
   if not rec.onboarded then self:save(rec) end
   local identity = self:ensure_identity(rec, opts, actions)
   local block = self:ensure_block(rec, identity, actions)
@@ -204,7 +215,19 @@ function Users:onboard(username, opts)
     self.client.blocks.identities:attach(block.id, identity.id)
     actions[#actions + 1] = "linked block " .. block.id .. " to identity " .. identity.id
   end
-  if rec.pending_block or not rec.onboarded then
+  if renamed then
+    self.client.identities:modify(identity.id, { name = rec.name })
+    actions[#actions + 1] = "renamed to " .. rec.name
+  end
+  if renamed or new_prefs then
+    local ok, value = pcall(json.decode, block.value)
+    if not ok or type(value) ~= "table" then value = {} end
+    value.name, value.preferences = rec.name, rec.preferences or json.object()
+    value.conversation_history = json.array(type(value.conversation_history) == "table" and value.conversation_history or {})
+    self.client.blocks:modify(block.id, { value = json.encode(value) })
+    if new_prefs then actions[#actions + 1] = "updated preferences" end
+  end
+  if rec.pending_block or not rec.onboarded or renamed or new_prefs then
     rec.pending_block, rec.onboarded = nil, true
     self:save(rec)
   end
@@ -226,7 +249,8 @@ function Users:acquire(agent_id, timeout)
     local ok = self.store:update(function(txn)
       local l = txn:get("leases", agent_id)
       if l and l.expires > os.time() and core.alive(l.pid) then return false end
-      txn:put("leases", agent_id, { owner = me, pid = core.pid(), expires = os.time() + LEASE_TTL })
+      local ttl = math.max(LEASE_TTL, 3 * (self.client.timeout or 60) + 60)
+      txn:put("leases", agent_id, { owner = me, pid = core.pid(), expires = os.time() + ttl })
       return true
     end)
     if ok then return me end
