@@ -76,12 +76,37 @@ workspace "lettash"
     objdir "build/obj/asan"
   always()
 
--- The runtime: everything but main. Hosts link this (the embedding API grows on it).
+local runtime_files = { "src/lh_runtime.c", "src/lh_host.c", "src/lh_json.c", "src/lh_sse.c", "src/lh_curl.c",
+                        "src/lh_http.c", "src/lh_store.c", "build/gen/lh_embedded.c" }
+
+-- The runtime: everything but main (src/lettash.h is its API). Hosts link it statically
+-- (bin/liblettash.a, with Lua, cjson and LMDB after it) or use the shared one below.
 project "lettash_rt"
   kind "StaticLib"
   targetname "lettash"
-  files { "src/lh_runtime.c", "src/lh_json.c", "src/lh_sse.c", "src/lh_curl.c", "src/lh_http.c", "src/lh_store.c", "build/gen/lh_embedded.c" }
+  files(runtime_files)
   prebuildcommands { "cd .. && lua5.4 src/embed.lua lua build/gen/lh_embedded.c" }
+
+-- bin/liblettash.so: the runtime for hosts that link it dynamically. Debian's static Lua and
+-- cjson are not position-independent, so this one depends on their shared libraries instead.
+project "lettash_shared"
+  kind "SharedLib"
+  targetname "lettash"
+  files(runtime_files)
+  -- in lib/, so that our own programs' -llettash finds the static library in bin/
+  when "release"  targetdir "bin/lib"
+  when "debug"    targetdir "bin/debug/lib"
+  when "asan"     targetdir "bin/asan/lib"
+  always()
+  linkoptions { "-llua5.4", "-llua5.4-cjson", lmdb_libs, "-ldl", "-lm" }
+
+-- bin/letta.so: `require "letta"` from stock lua5.4. Lua's API comes from the interpreter.
+project "letta_module"
+  kind "SharedLib"
+  targetname "letta"
+  targetprefix ""
+  files(runtime_files)
+  linkoptions { "-llua5.4-cjson", lmdb_libs, "-ldl" }
 
 -- What every program linking the runtime needs after it: static Lua and cjson, LMDB, dl, m.
 -- -Wl,-E exports Lua's API so that C modules loaded by require (busted's, lfs...) find it.
@@ -101,6 +126,14 @@ project "lettash"
   files { "src/lh_main.c" }
   if has_readline then defines { "LH_READLINE" } end
   link_runtime(has_readline and { "readline" } or nil)
+
+-- Embedding examples (examples/), linked like any host would link the static runtime.
+for _, name in ipairs({ "embed_min", "game_loop" }) do
+  project(name)
+    kind "ConsoleApp"
+    files { "examples/" .. name .. ".c" }
+    link_runtime()
+end
 
 -- C unit tests of the parsers and the runtime (tests/c/).
 project "lettash_tests"

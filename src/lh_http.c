@@ -75,6 +75,7 @@ struct Session {
   long connect_timeout_ms;
   size_t max_body;
   char *ca_file;
+  char *prefix; /* every URL must start with it (the client's base URL + "/"): see l_request */
   int insecure;
   int closed;
 };
@@ -254,6 +255,8 @@ static int l_session(lua_State *L) {
   lua_pop(L, 1);
   const char *ca = opt_string(L, 1, "ca_file", NULL);
   if (ca && !(s->ca_file = strdup(ca))) return luaL_error(L, "out of memory");
+  const char *prefix = opt_string(L, 1, "prefix", NULL);
+  if (prefix && !(s->prefix = strdup(prefix))) return luaL_error(L, "out of memory");
   const char *ua = opt_string(L, 1, "user_agent", "lettash/" LETTASH_VERSION);
   const char *token = opt_string(L, 1, "token", NULL);
   struct curl_slist *l = NULL;
@@ -309,6 +312,8 @@ static int l_session_close(lua_State *L) {
   c->curl_slist_free_all(s->base);
   c->curl_slist_free_all(s->base_json);
   free(s->ca_file);
+  free(s->prefix);
+  s->prefix = NULL;
   s->multi = NULL;
   s->base = s->base_json = NULL;
   s->ca_file = NULL;
@@ -446,6 +451,9 @@ static int l_request(lua_State *L) {
   lua_settop(L, 9);
   const char *method = luaL_checkstring(L, 2);
   const char *url = luaL_checkstring(L, 3);
+  /* The token goes with every request of the session: only ever to the session's own server. */
+  if (s->prefix && strncmp(url, s->prefix, strlen(s->prefix)) != 0)
+    return luaL_error(L, "refusing a request outside %s", s->prefix);
   size_t body_len = 0;
   const char *body = luaL_optlstring(L, 4, NULL, &body_len);
   long timeout_ms = (long)luaL_optinteger(L, 6, 0);
@@ -567,14 +575,11 @@ static int active_sessions(lua_State *L, Session **out, int max) {
   return n;
 }
 
-/* Waits up to timeout_ms for activity on any of the sessions (or a curl timer). */
-static void wait_sessions(Session **ss, int n, int timeout_ms) {
-  if (n == 1) { /* the common case: let curl poll its own sockets and timers */
-    ss[0]->c->curl_multi_poll(ss[0]->multi, NULL, 0, timeout_ms, NULL);
-    return;
-  }
-  struct pollfd fds[256];
-  nfds_t nfds = 0;
+/* The sockets of sessions ss[0..n) as pollfds (at most max), and in *wait the shortest of their
+ * timers (-1: none; 50 ms when curl has no socket yet, e.g. while it resolves a name). */
+static int collect_fds(Session **ss, int n, struct pollfd *fds, int max, long *wait) {
+  int nfds = 0;
+  *wait = -1;
   for (int i = 0; i < n; i++) {
     fd_set r, w, x;
     int maxfd = -1;
@@ -584,9 +589,9 @@ static void wait_sessions(Session **ss, int n, int timeout_ms) {
     FD_ZERO(&x);
     ss[i]->c->curl_multi_fdset(ss[i]->multi, &r, &w, &x, &maxfd);
     ss[i]->c->curl_multi_timeout(ss[i]->multi, &t);
-    if (t >= 0 && t < timeout_ms) timeout_ms = (int)t;
-    if (maxfd < 0 && t != 0 && timeout_ms > 50) timeout_ms = 50; /* curl has no socket yet */
-    for (int fd = 0; fd <= maxfd && nfds < 256; fd++) {
+    if (t >= 0 && (*wait < 0 || t < *wait)) *wait = t;
+    if (maxfd < 0 && (*wait < 0 || *wait > 50)) *wait = 50;
+    for (int fd = 0; fd <= maxfd && nfds < max; fd++) {
       short ev = (short)((FD_ISSET(fd, &r) ? POLLIN : 0) | (FD_ISSET(fd, &w) ? POLLOUT : 0) |
                          (FD_ISSET(fd, &x) ? POLLPRI : 0));
       if (ev) {
@@ -597,7 +602,20 @@ static void wait_sessions(Session **ss, int n, int timeout_ms) {
       }
     }
   }
-  if (timeout_ms > 0) poll(fds, nfds, timeout_ms);
+  return nfds;
+}
+
+/* Waits up to timeout_ms for activity on any of the sessions (or a curl timer). */
+static void wait_sessions(Session **ss, int n, int timeout_ms) {
+  if (n == 1) { /* the common case: let curl poll its own sockets and timers */
+    ss[0]->c->curl_multi_poll(ss[0]->multi, NULL, 0, timeout_ms, NULL);
+    return;
+  }
+  struct pollfd fds[256];
+  long wait;
+  int nfds = collect_fds(ss, n, fds, 256, &wait);
+  if (wait >= 0 && wait < timeout_ms) timeout_ms = (int)wait;
+  if (timeout_ms > 0) poll(fds, (nfds_t)nfds, timeout_ms);
 }
 
 /* One turn of every session: wait up to timeout_ms for activity (sockets, curl's timers; a
@@ -643,6 +661,17 @@ static int l_step(lua_State *L) {
     lua_rawseti(L, list, i);
   }
   return 1;
+}
+
+int lh_http_pollfds(lua_State *L, struct pollfd *fds, int max, int *timeout_ms) {
+  Session *ss[64];
+  long wait;
+  int nfds = collect_fds(ss, active_sessions(L, ss, 64), fds, max, &wait);
+  lua_getfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
+  if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) wait = 0; /* news waiting: step now */
+  lua_pop(L, 1);
+  if (timeout_ms) *timeout_ms = (int)wait;
+  return nfds;
 }
 
 /* http.now() -> seconds on a monotonic clock, for timers. */

@@ -108,6 +108,12 @@ static int core_hash(lua_State *L) {
   return 1;
 }
 
+/* core.defaults() -> {base_url=, token=} an embedding host configured for letta.client(), or nil. */
+static int core_defaults(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "lettash.defaults");
+  return 1;
+}
+
 /* core.isatty(fd) -> whether fd (0, 1, 2) is a terminal: progress bars only there. */
 static int core_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -116,7 +122,8 @@ static int core_isatty(lua_State *L) {
 
 int luaopen_letta_core(lua_State *L) {
   static const luaL_Reg fns[] = {{"versions", core_versions}, {"pid", core_pid}, {"alive", core_alive},
-                                 {"hash", core_hash},         {"isatty", core_isatty}, {NULL, NULL}};
+                                 {"hash", core_hash},         {"isatty", core_isatty}, {"defaults", core_defaults},
+                                 {NULL, NULL}};
   luaL_newlib(L, fns);
   lua_pushliteral(L, LETTASH_VERSION);
   lua_setfield(L, -2, "version");
@@ -145,17 +152,12 @@ static void use_source_tree(lua_State *L, const char *dirs) {
   lua_pop(L, 1);
 }
 
-void lh_openlibs(lua_State *L, int flags) {
+void lh_preload(lua_State *L, int flags) {
   static const luaL_Reg cmods[] = {
       {"letta.core", luaopen_letta_core}, {"letta.json", luaopen_letta_json},
       {"letta.http", luaopen_letta_http}, {"letta.lmdb", luaopen_letta_lmdb},
       {"cjson", luaopen_cjson},           {NULL, NULL}};
   const char *tree = (flags & LH_NOENV) ? NULL : getenv("LETTASH_LUA_PATH");
-  if (flags & LH_NOENV) { /* as lua.c -E: the package library then ignores LUA_PATH/LUA_CPATH */
-    lua_pushboolean(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
-  }
-  luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const luaL_Reg *m = cmods; m->name; m++) {
     lua_pushcfunction(L, m->func);
@@ -171,4 +173,13 @@ void lh_openlibs(lua_State *L, int flags) {
     }
   }
   lua_pop(L, 1);
+}
+
+void lh_openlibs(lua_State *L, int flags) {
+  if (flags & LH_NOENV) { /* as lua.c -E: the package library then ignores LUA_PATH/LUA_CPATH */
+    lua_pushboolean(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+  }
+  luaL_openlibs(L);
+  lh_preload(L, flags);
 }

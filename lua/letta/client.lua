@@ -202,12 +202,14 @@ function _M.new(opts)
     end
     return v
   end
-  local base_url = opts.base_url or os.getenv("LETTA_BASE_URL")
+  local host = core.defaults() or {} -- what an embedding host configured (lh_config)
+  local base_url = opts.base_url or host.base_url or os.getenv("LETTA_BASE_URL")
   if base_url == nil or base_url == "" then base_url = DEFAULT_BASE_URL end
   if type(base_url) ~= "string" or not base_url:match("^https?://[^/]") then
     error("bad argument #1 to 'client' (base_url must be an http:// or https:// URL)", 2)
   end
   local token = opts.token
+  if token == nil then token = host.token end
   if token == nil then
     token = os.getenv("LETTA_API_KEY")
     if token == nil or token == "" then token = os.getenv("LETTA_PASSWORD") end
@@ -220,8 +222,9 @@ function _M.new(opts)
   if opts.insecure then
     io.stderr:write("lettash: warning: TLS certificate verification is off (insecure = true)\n")
   end
+  base_url = base_url:gsub("/+$", "")
   local self = setmetatable({
-    base_url = base_url:gsub("/+$", ""),
+    base_url = base_url,
     timeout = num("timeout", 60),
     max_retries = math.floor(num("max_retries", 2)),
     authenticated = token ~= nil and token ~= "",
@@ -233,6 +236,7 @@ function _M.new(opts)
       ca_file = opts.ca_file,
       insecure = opts.insecure and true or false,
       headers = headers,
+      prefix = base_url .. "/", -- the transport sends the token nowhere else
     },
   }, Client)
   token = nil

@@ -36,7 +36,17 @@ int lh_check_failures;
   X(test_sse_large_event_in_small_chunks) \
   X(test_runtime_embedded_library)        \
   X(test_runtime_require_letta)           \
-  X(test_runtime_source_tree_override)
+  X(test_runtime_source_tree_override)    \
+  X(test_embed_run_call_and_errors)       \
+  X(test_embed_host_allocator_and_state)  \
+  X(test_embed_pollfds_for_event_loop_hosts) \
+  X(test_sandbox_cannot_read_files)       \
+  X(test_sandbox_cannot_run_commands)     \
+  X(test_sandbox_cannot_load_bytecode)    \
+  X(test_sandbox_cannot_read_the_token)   \
+  X(test_sandbox_infinite_loop_inside_pcall_is_stopped) \
+  X(test_sandbox_memory_cap)              \
+  X(test_sandbox_frozen_globals_and_exports)
 
 #define DECLARE(name) void name(void);
 TESTS(DECLARE)
