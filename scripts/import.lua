@@ -36,11 +36,13 @@ cli.main{
     if format and not import.readers[format] then cli.usage_error("--format must be jsonl, csv or text") end
     local tags = {}
     for t in (cx.opts.tags or ""):gmatch("[^,]+") do tags[#tags + 1] = t end
+    local progress -- nil: a bar on a terminal, else a line every few seconds
+    if cx.json or cx.opts.dry_run then progress = false end
     local r = import.run{
       client = not cx.opts.dry_run and cx:client() or nil, store = not cx.opts.dry_run and cx:store() or nil,
       agent_id = agent_id, source = source, format = format, tags = tags,
       concurrency = count("concurrency"), chunk_size = count("chunk_size"), dry_run = cx.opts.dry_run,
-      progress = (cx.json or cx.opts.dry_run) and false or nil,
+      progress = progress,
     }
     r.bad_lines, r.failures = cli.array(r.bad_lines), cli.array(r.failures)
     local lines = {}

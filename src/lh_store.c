@@ -5,9 +5,12 @@
 #include "lh_store.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "lauxlib.h"
 #include "lh_util.h"
@@ -41,6 +44,17 @@ struct Txn {
 static int lmdb_error(lua_State *L, const char *what, int rc) {
   if (rc == MDB_MAP_FULL) return luaL_error(L, "MDB_MAP_FULL: %s: %s", what, mdb_strerror(rc));
   return luaL_error(L, "lmdb: %s: %s", what, mdb_strerror(rc));
+}
+
+/* mdb_txn_begin, adopting the map size another process grew the store to (MDB_MAP_RESIZED). */
+static int begin_txn(MDB_env *env, unsigned flags, MDB_txn **txn) {
+  int rc;
+  for (int tries = 0; tries < 8; tries++) {
+    rc = mdb_txn_begin(env, NULL, flags, txn);
+    if (rc != MDB_MAP_RESIZED) break;
+    mdb_env_set_mapsize(env, 0);
+  }
+  return rc;
 }
 
 static Env *check_env(lua_State *L, int idx) {
@@ -116,7 +130,7 @@ static int l_open(lua_State *L) {
   mdb_reader_check(e->env, &dead); /* readers left by killed processes */
   /* Open (creating) every namespace once; the handles then serve every later transaction. */
   MDB_txn *txn;
-  if ((rc = mdb_txn_begin(e->env, NULL, 0, &txn))) return lmdb_error(L, "begin", rc);
+  if ((rc = begin_txn(e->env, 0, &txn))) return lmdb_error(L, "begin", rc);
   lua_getfield(L, 2, "namespaces");
   for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING && e->ndbs < MAX_DBS; i++) {
     const char *name = lua_tostring(L, -1);
@@ -158,12 +172,7 @@ static int l_begin(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   t->e = e;
   t->write = write;
-  int rc;
-  for (int tries = 0;; tries++) {
-    rc = mdb_txn_begin(e->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
-    if (rc != MDB_MAP_RESIZED || tries > 0) break;
-    mdb_env_set_mapsize(e->env, 0); /* another process grew the map: adopt its size */
-  }
+  int rc = begin_txn(e->env, write ? 0 : MDB_RDONLY, &t->txn);
   if (rc) {
     t->txn = NULL;
     return lmdb_error(L, "begin", rc);
@@ -198,6 +207,33 @@ static int l_sync(lua_State *L) {
   int rc = mdb_env_set_flags(e->env, MDB_NOSYNC, durable ? 0 : 1);
   if (!rc && durable) rc = mdb_env_sync(e->env, 1);
   if (rc) return lmdb_error(L, "sync", rc);
+  return 0;
+}
+
+/* store:trim() -> nothing. Drops the store's map from this process's resident set: its pages stay
+ * in the OS's page cache (the map is a shared, read-only file mapping) and come back on the next
+ * access. For bulk journals: every commit writes its pages afresh, so without it resident memory
+ * grows with the store's file. Safe at any time (open transactions included). LMDB does not give
+ * the map's address (mdb_env_info has it only with MDB_FIXEDMAP): it is found in /proc/self/maps
+ * by the file's inode. */
+static int l_trim(lua_State *L) {
+  Env *e = check_env(L, 1);
+  mdb_filehandle_t fd;
+  struct stat st;
+  if (mdb_env_get_fd(e->env, &fd) || fstat(fd, &st)) return 0;
+  FILE *maps = fopen("/proc/self/maps", "r");
+  if (!maps) return 0;
+  char line[512];
+  while (fgets(line, sizeof line, maps)) {
+    unsigned long start, end, offset, inode;
+    char perms[8];
+    unsigned major, minor;
+    if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &offset, &major, &minor, &inode) == 7 &&
+        inode == (unsigned long)st.st_ino && major == major(st.st_dev) && minor == minor(st.st_dev) &&
+        perms[3] == 's' && perms[1] == '-')
+      (void)madvise((void *)start, end - start, MADV_DONTNEED);
+  }
+  fclose(maps);
   return 0;
 }
 
@@ -343,7 +379,7 @@ static int l_txn_active(lua_State *L) {
 int luaopen_letta_lmdb(lua_State *L) {
   static const luaL_Reg env_methods[] = {
       {"begin", l_begin}, {"grow", l_grow}, {"info", l_info}, {"sync", l_sync},
-      {"close", l_env_close}, {NULL, NULL}};
+      {"trim", l_trim},   {"close", l_env_close}, {NULL, NULL}};
   static const luaL_Reg txn_methods[] = {
       {"get", l_get},       {"put", l_put},     {"del", l_del},     {"next", l_next},
       {"commit", l_commit}, {"abort", l_abort}, {"close", l_abort}, {"active", l_txn_active},

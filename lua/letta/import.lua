@@ -55,9 +55,11 @@ local function jsonl_reader(fh, limit)
         if not utf8.len(l) then return { line = n, error = "not valid UTF-8" } end
         local ok, v = pcall(json.decode, l)
         if not ok then return { line = n, error = "invalid JSON (" .. tostring(v):gsub("^.-json: ", "") .. ")" } end
-        if type(v) ~= "table" then return { line = n, error = "not a JSON object" } end
+        if type(v) ~= "table" or json.is_array(v) then return { line = n, error = "not a JSON object" } end
         local item = { line = n, text = v.text, tags = v.tags, created_at = v.created_at }
-        local bad = check_text(item, limit) or check_tags(item.tags)
+        local bad = check_text(item, limit)
+          or (item.tags ~= nil and not json.is_array(item.tags) and "tags must be an array of strings" or nil)
+          or check_tags(item.tags)
           or (item.created_at ~= nil and type(item.created_at) ~= "string" and "created_at must be a string" or nil)
         if bad then return { line = n, error = bad } end
         return item
@@ -341,38 +343,52 @@ function _M.run(opts)
       end
     end
     local delay = 0.25
+    local unsure = false -- an earlier attempt may have landed, and looking for it failed
     for attempt = 1, max_attempts do
-      local ok, res = pcall(passages.create, passages, agent_id,
-                            { text = it.text, tags = json.array({ it.marker, table.unpack(it.tags) }), created_at = it.created_at })
-      if ok then
-        journal(it, "done", res[1] and res[1].id)
-        summary.sent = summary.sent + 1
-        if limit_inflight < concurrency then limit_inflight = limit_inflight + 1 end
-        return
-      end
-      if not errors.is(res) then error(res, 0) end
-      if res.status == 429 or res.status == 503 then -- the server asks us to slow down
-        limit_inflight = math.max(1, limit_inflight // 2)
-      end
-      local ambiguous = res.status == 0 or res.status >= 500
-      if not ambiguous and res.status ~= 429 and res.status ~= 408 then -- refused: sending again will not help
-        journal(it, nil)
-        summary.failed = summary.failed + 1
-        summary.failures[#summary.failures + 1] = { line = it.line, error = tostring(res) }
-        return
-      end
-      if ambiguous then
+      local ok, res
+      if unsure then -- look first: sending again now could duplicate it
         local lok, id = pcall(landed, it)
         if lok and id then
           journal(it, "done", id)
           summary.sent = summary.sent + 1
           return
         end
+        unsure, res = not lok, id
+      end
+      if not unsure then
+        ok, res = pcall(passages.create, passages, agent_id,
+                        { text = it.text, tags = json.array({ it.marker, table.unpack(it.tags) }), created_at = it.created_at })
+        if ok then
+          journal(it, "done", res[1] and res[1].id)
+          summary.sent = summary.sent + 1
+          if limit_inflight < concurrency then limit_inflight = limit_inflight + 1 end
+          return
+        end
+        if not errors.is(res) then error(res, 0) end
+        if res.status == 429 or res.status == 503 then -- the server asks us to slow down
+          limit_inflight = math.max(1, limit_inflight // 2)
+        end
+        local ambiguous = res.status == 0 or res.status >= 500
+        if not ambiguous and res.status ~= 429 and res.status ~= 408 then -- refused: sending again will not help
+          journal(it, nil)
+          summary.failed = summary.failed + 1
+          summary.failures[#summary.failures + 1] = { line = it.line, error = tostring(res) }
+          return
+        end
+        if ambiguous then
+          local lok, id = pcall(landed, it)
+          if lok and id then
+            journal(it, "done", id)
+            summary.sent = summary.sent + 1
+            return
+          end
+          unsure = not lok
+        end
       end
       if attempt < max_attempts then
         loop.sleep(delay * (1 - 0.25 * math.random()))
         delay = math.min(delay * 2, 8)
-      else
+      else -- still pending in the journal when unsure: the next run looks before sending
         summary.failed = summary.failed + 1
         summary.failures[#summary.failures + 1] = { line = it.line, error = tostring(res) }
       end
@@ -380,6 +396,7 @@ function _M.run(opts)
   end
 
   store:durable(false) -- the journal is written per item: no disk wait per commit
+  local handled = 0
   local function worker()
     while true do
       while inflight >= limit_inflight do loop.sleep(0.02) end
@@ -388,6 +405,8 @@ function _M.run(opts)
       inflight = inflight + 1
       local ok, err = pcall(send, it)
       inflight = inflight - 1
+      handled = handled + 1
+      if handled % 256 == 0 then store:trim() end -- the journal's pages: flat resident memory
       if not ok then
         summary.failed = summary.failed + 1
         summary.failures[#summary.failures + 1] = { line = it.line, error = tostring(err) }

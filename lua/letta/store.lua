@@ -121,6 +121,10 @@ function Store:info() return self.env:info() end
 -- process still loses nothing); store:durable(true) flushes and restores durable commits.
 function Store:durable(on) self.env:sync(on and true or false) end
 
+-- store:trim() drops the store's pages from this process's resident memory (they stay in the OS's
+-- cache). Bulk journals call it now and then, so that resident memory does not grow with the file.
+function Store:trim() self.env:trim() end
+
 -- ---------------------------------------------------------------------------------------------
 -- User records: keyed by username, with reverse lookups identity -> user and block -> user.
 
