@@ -88,6 +88,10 @@ void lh_openlibs(lua_State *L, int flags);
  * there instead. */
 void lh_preload(lua_State *L, int flags);
 
+/* A message handler for lua_pcall: the error as a string (honouring __tostring) with a
+ * traceback, as lua.c prints uncaught errors. */
+int lh_traceback(lua_State *L);
+
 /* The module loader of `letta` for stock Lua (bin/letta.so): require "letta". */
 int luaopen_letta(lua_State *L);
 

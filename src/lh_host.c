@@ -91,21 +91,12 @@ static void set_error(lh_runtime *rt, const char *msg) {
   rt->error = strdup(msg ? msg : "(error object is not a string)");
 }
 
-static int traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-    else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
 
 /* Calls the function below nargs arguments; keeps the error message; maps the status. */
 static int protected_call(lh_runtime *rt, int nargs, int nres) {
   lua_State *L = rt->L;
   int base = lua_gettop(L) - nargs;
-  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, lh_traceback);
   lua_insert(L, base);
   int status = lua_pcall(L, nargs, nres, base);
   lua_remove(L, base);

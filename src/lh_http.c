@@ -13,6 +13,7 @@
 #include "lauxlib.h"
 #include "lettash.h"
 #include "lh_curl.h"
+#include "lh_headers.h"
 #include "lh_sse.h"
 #include "lh_util.h"
 
@@ -786,28 +787,27 @@ static int l_request_result(lua_State *L) {
   return 2;
 }
 
-/* request:headers() -> {lower-case name = value} of the final response. */
+/* request:headers() -> {lower-case name = value} of the final response (src/lh_headers.c parses;
+ * a repeated name keeps its last value). */
+static int header_to_table(void *ud, const char *name, size_t name_len, const char *value,
+                           size_t value_len) {
+  lua_State *L = (lua_State *)ud;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < name_len; i++) {
+    char k = name[i];
+    luaL_addchar(&b, (char)((k >= 'A' && k <= 'Z') ? k + 32 : k));
+  }
+  luaL_pushresult(&b);
+  lua_pushlstring(L, value, value_len);
+  lua_rawset(L, -3);
+  return 0;
+}
+
 static int l_request_headers(lua_State *L) {
   Request *r = check_request(L, 1);
   lua_newtable(L);
-  const char *p = r->head.data, *end = p ? p + r->head.len : NULL;
-  while (p && p < end) {
-    const char *eol = memchr(p, '\n', (size_t)(end - p));
-    if (!eol) eol = end;
-    const char *colon = memchr(p, ':', (size_t)(eol - p));
-    if (colon && colon > p) {
-      luaL_Buffer b;
-      luaL_buffinit(L, &b);
-      for (const char *k = p; k < colon; k++) luaL_addchar(&b, (char)((*k >= 'A' && *k <= 'Z') ? *k + 32 : *k));
-      luaL_pushresult(&b);
-      const char *v = colon + 1, *ve = eol;
-      while (v < ve && (*v == ' ' || *v == '\t')) v++;
-      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ')) ve--;
-      lua_pushlstring(L, v, (size_t)(ve - v));
-      lua_rawset(L, -3);
-    }
-    p = eol + 1;
-  }
+  lh_headers_parse(r->head.data, r->head.len, header_to_table, L);
   return 1;
 }
 

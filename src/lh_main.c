@@ -100,21 +100,11 @@ static int report(lua_State *L, int status) {
   return status;
 }
 
-/* Message handler: honours __tostring and appends a traceback. */
-static int msghandler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-    else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
 
 /* Runs the function below its narg arguments, with the message handler and Ctrl-C enabled. */
 static int docall(lua_State *L, int narg, int nres) {
   int base = lua_gettop(L) - narg;
-  lua_pushcfunction(L, msghandler);
+  lua_pushcfunction(L, lh_traceback);
   lua_insert(L, base);
   globalL = L;
   signal(SIGINT, laction);

@@ -57,6 +57,16 @@ void lh_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunc
   lua_pop(L, 1);
 }
 
+int lh_traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
+    else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
 /* preload loader for an embedded module; upvalue 1 is its index in lh_embedded[]. */
 static int load_embedded(lua_State *L) {
   const lh_embedded_module *m = &lh_embedded[lua_tointeger(L, lua_upvalueindex(1))];

@@ -91,17 +91,26 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- onboard
 
+-- The server object whose id the record caches under `field` (retrieved by id), or nil, with an
+-- action noting that it vanished (and the id forgotten) when the server no longer has it.
+local function cached(rec, field, resource, what, actions)
+  local id = rec[field]
+  if not id then return nil end
+  local obj = unless_missing(resource.retrieve, resource, id)
+  if not obj then
+    actions[#actions + 1] = what .. " " .. id .. " vanished from the server: recreating it"
+    rec[field] = nil
+  end
+  return obj
+end
+
 -- The identity for username: the cached one if the server still has it, else one we create, or
 -- the one an interrupted run created (identifier_key is unique on the server, so a 409 means it
 -- exists: look it up by key, which the identities list filters reliably).
 function Users:ensure_identity(rec, opts, actions)
   local c = self.client
-  if rec.identity_id then
-    local identity = unless_missing(c.identities.retrieve, c.identities, rec.identity_id)
-    if identity then return identity end
-    actions[#actions + 1] = "identity " .. rec.identity_id .. " vanished from the server: recreating it"
-    rec.identity_id = nil
-  end
+  local identity = cached(rec, "identity_id", c.identities, "identity", actions)
+  if identity then return identity end
   local ok, res = pcall(c.identities.create, c.identities,
                         { identifier_key = rec.username, name = rec.name, identity_type = "user" })
   if ok then
@@ -149,13 +158,8 @@ end
 
 function Users:ensure_block(rec, identity, actions)
   local c = self.client
-  if rec.block_id then
-    local block = unless_missing(c.blocks.retrieve, c.blocks, rec.block_id)
-    if block then return block end
-    actions[#actions + 1] = "block " .. rec.block_id .. " vanished from the server: recreating it"
-    rec.block_id = nil
-  end
-  local block
+  local block = cached(rec, "block_id", c.blocks, "block", actions)
+  if block then return block end
   -- A persona block already linked to the identity (the store lost its id, e.g. a new store on a
   -- server where this user was onboarded): found by id through the identity, never by listing.
   for _, id in ipairs(identity and identity.block_ids or {}) do

@@ -21,15 +21,7 @@ end
 
 describe("client.agents", function()
   local emu, client
-  lazy_setup(function()
-    emu = emulator.start()
-    client = emu:client()
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function() emu:reset() end)
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end)
 
   it("create returns the fully loaded agent, with its memory blocks", function()
     local a = new_agent(client, "bot", { tags = { "t1" }, metadata = { k = 1 } })

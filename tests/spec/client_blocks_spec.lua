@@ -7,15 +7,7 @@ local fails, missing_id = emulator.fails, emulator.missing_id
 
 describe("client.blocks", function()
   local emu, client
-  lazy_setup(function()
-    emu = emulator.start()
-    client = emu:client()
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function() emu:reset() end)
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end)
 
   it("create returns the block with every field the server sent, integers as integers, nulls as letta.json.null", function()
     local b = client.blocks:create{ label = "human", value = "Alice likes tea", description = "who", tags = { "a" } }

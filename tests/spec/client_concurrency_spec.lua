@@ -6,15 +6,7 @@ local http = require "letta.http"
 
 describe("concurrent requests (emulator at --latency-ms 100)", function()
   local emu, client
-  lazy_setup(function()
-    emu = emulator.start{ "--latency-ms", "100" }
-    client = emu:client()
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function() emu:reset() end)
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end, { args = { "--latency-ms", "100" } })
 
   it("32 requests in tasks finish in well under 32 x 100 ms, results in order", function()
     local ids = {}

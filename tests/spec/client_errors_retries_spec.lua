@@ -15,15 +15,7 @@ end
 
 describe("client retries", function()
   local emu, client
-  lazy_setup(function()
-    emu = emulator.start()
-    client = emu:client()
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function() emu:reset() end)
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end)
 
   it("retries a GET on 503 with backoff, and succeeds", function()
     local b = client.blocks:create{ label = "x", value = "y" }

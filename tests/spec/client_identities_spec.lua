@@ -8,15 +8,7 @@ local fails, missing_id = emulator.fails, emulator.missing_id
 
 describe("client.identities", function()
   local emu, client
-  lazy_setup(function()
-    emu = emulator.start()
-    client = emu:client()
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function() emu:reset() end)
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end)
 
   it("create returns the identity (identity_type user by default), with every field sent", function()
     local i = client.identities:create{ identifier_key = "alice", name = "Alice" }

@@ -14,19 +14,10 @@ end
 
 describe("client.agents.messages", function()
   local emu, client, agent
-  lazy_setup(function()
-    emu = emulator.start()
-    client = emu:client()
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function()
-    emu:reset()
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end, { each = function()
     agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" }, { label = "persona", value = "p" } } }
     emu:clear_requests()
-  end)
+  end })
 
   it("create with a string sends one user message and returns {messages, stop_reason, usage}", function()
     local r = client.agents.messages:create(agent.id, "hello there")

@@ -7,20 +7,13 @@ local fails, missing_id = emulator.fails, emulator.missing_id
 
 describe("client.agents.passages", function()
   local emu, client, agent, P
-  lazy_setup(function()
-    emu = emulator.start()
-    client = emu:client()
+  emulator.suite(_ENV, function(e, c)
+    emu, client = e, c
     P = client.agents.passages
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function()
-    emu:reset()
+  end, { each = function()
     agent = client.agents:create{ name = "bot" }
     emu:clear_requests()
-  end)
+  end })
 
   local function seed()
     P:create(agent.id, { text = "Alice likes green tea", tags = { "alice", "drinks" } })

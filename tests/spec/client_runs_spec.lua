@@ -7,18 +7,9 @@ local fails = emulator.fails
 
 describe("client.runs", function()
   local emu, client, agent
-  lazy_setup(function()
-    emu = emulator.start{ "--run-delay-ms", "200" }
-    client = emu:client()
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function()
-    emu:reset()
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end, { args = { "--run-delay-ms", "200" }, each = function()
     agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" } } }
-  end)
+  end })
 
   it("wait polls an async run until it completes and returns it", function()
     local run = client.agents.messages:create_async(agent.id, "in the background")

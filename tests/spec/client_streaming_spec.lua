@@ -20,19 +20,10 @@ end
 
 describe("client.agents.messages:stream", function()
   local emu, client, agent
-  lazy_setup(function()
-    emu = emulator.start()
-    client = emu:client()
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function()
-    emu:reset()
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end, { each = function()
     agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" } } }
     emu:clear_requests()
-  end)
+  end })
 
   it("yields whole messages, then stop_reason and usage; the ping is skipped", function()
     local evs = collect(client.agents.messages:stream(agent.id, "hello"))

@@ -43,6 +43,28 @@ end
 
 local function sleep(s) letta.sleep(s) end
 
+-- suite(_ENV, set [, {args=, client=, each=}]): in a describe block, an emulator and a client of
+-- it for the block's tests: started before them, stopped after, the emulator reset (and each()
+-- run) before every test. set(emu, client) hands them to the spec's locals. (busted's hooks live in
+-- the spec's environment, hence _ENV.)
+function _M.suite(env, set, opts)
+  opts = opts or {}
+  local emu, client
+  env.lazy_setup(function()
+    emu = _M.start(opts.args)
+    client = emu:client(opts.client)
+    set(emu, client)
+  end)
+  env.lazy_teardown(function()
+    if client then client:close() end
+    if emu then emu:stop() end
+  end)
+  env.before_each(function()
+    emu:reset()
+    if opts.each then opts.each() end
+  end)
+end
+
 -- start(args) -> emulator. args: extra command-line arguments (strings).
 function _M.start(args)
   local dir = support.tmpdir()
