@@ -100,7 +100,6 @@ static int report(lua_State *L, int status) {
   return status;
 }
 
-
 /* Runs the function below its narg arguments, with the message handler and Ctrl-C enabled. */
 static int docall(lua_State *L, int narg, int nres) {
   int base = lua_gettop(L) - narg;
