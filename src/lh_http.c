@@ -227,12 +227,18 @@ static lua_Integer opt_integer(lua_State *L, int t, const char *k, lua_Integer d
   return v;
 }
 
+/* Appends the line a..b. Any length: a fixed buffer here once cut a token over ~1000 bytes (long
+ * JWTs), which the server then refused as 401 with nothing to say why. */
 static struct curl_slist *slist_add(const lh_curl_api *c, struct curl_slist *l, const char *a,
                                     const char *b) {
-  char line[1024];
-  snprintf(line, sizeof line, "%s%s", a, b);
+  size_t la = strlen(a), lb = strlen(b);
+  char small[1024], *line = la + lb < sizeof small ? small : (char *)malloc(la + lb + 1);
+  if (!line) return l;
+  memcpy(line, a, la);
+  memcpy(line + la, b, lb + 1);
   struct curl_slist *n = c->curl_slist_append(l, line);
-  memset(line, 0, sizeof line); /* may have held the token */
+  explicit_bzero(line, la + lb); /* may have held the token (a plain memset can be optimised away) */
+  if (line != small) free(line);
   return n ? n : l;
 }
 
@@ -650,11 +656,15 @@ static int l_step(lua_State *L) {
   if (n == 0) return 1; /* the empty list serves again */
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
-  for (lua_Integer i = 1; i <= n; i++) { /* in place: request -> its task */
+  for (lua_Integer i = 1; i <= n; i++) { /* in place: request -> its task (notified once) */
     lua_rawgeti(L, list, i);
-    check_request(L, -1)->queued = 0;
+    Request *r = check_request(L, -1);
+    r->queued = 0;
+    r->notify = 0;
     if (lua_getiuservalue(L, -1, 3) != LUA_TNIL) lua_rawseti(L, list, ++k);
     else lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, 3);
     lua_pop(L, 1);
   }
   for (lua_Integer i = k + 1; i <= n; i++) {
@@ -775,7 +785,7 @@ static int l_request_result(lua_State *L) {
   if (kind) {
     lua_pushnil(L);
     lua_pushstring(L, kind);
-    if (r->too_big) lua_pushfstring(L, "response larger than %d bytes", (int)r->max_body);
+    if (r->too_big) lua_pushfstring(L, "response larger than %I bytes", (lua_Integer)r->max_body);
     else if (r->once && r->sends > 1)
       lua_pushliteral(L, "the connection closed after the request was sent, with no answer "
                          "(it may have been applied; not sent again)");
@@ -836,8 +846,8 @@ static int l_request_events(lua_State *L) {
   return 1;
 }
 
-/* request:notify(task): report this request's news to http.step(), which returns the task (the
- * scheduler's await); request:notify(nil) stops it. */
+/* request:notify(task): the request's next news (done, or stream events) makes http.step() return
+ * the task, once (the scheduler's await arms it before each wait); request:notify(nil) disarms. */
 static int l_request_notify(lua_State *L) {
   Request *r = check_request(L, 1);
   lua_settop(L, 2);

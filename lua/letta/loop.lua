@@ -40,13 +40,14 @@ local function finish(task, ok, ...)
   task.joiners = nil
 end
 
+-- (no closure per resume: this runs twice per request in flight)
+local function after(task, ok, ...)
+  if coroutine.status(task.co) == "dead" then return finish(task, ok, ...) end
+  if (...) ~= AWAIT then ready[#ready + 1] = task end -- a plain yield: run again next step
+end
+
 resume = function(task, ...)
-  local co = task.co
-  local function after(ok, ...)
-    if coroutine.status(co) == "dead" then return finish(task, ok, ...) end
-    if (...) ~= AWAIT then ready[#ready + 1] = task end -- a plain yield: run again next step
-  end
-  return after(coroutine.resume(co, ...))
+  return after(task, coroutine.resume(task.co, ...))
 end
 
 -- spawn(fn, ...) -> task: runs fn(...) as a task, at once, until it first waits.
@@ -103,7 +104,6 @@ function _M.await(req)
   if task then
     req:notify(task) -- http.step() hands the task back when the request has news
     coroutine.yield(AWAIT)
-    req:notify(nil)
   else
     -- Blocks in C in slices of 100 ms, so that Ctrl-C (a Lua hook) can interrupt between them.
     while not req:wait(100) do end
