@@ -27,50 +27,21 @@ LIMIT=300 # seconds any one run may take (the --big run: BIG_LIMIT)
 BIG_LINES=${BIG_LINES:-1000000}
 BIG_LIMIT=${BIG_LIMIT:-3600}
 
-# bin/lettash embeds lua/: rebuild when it is missing or older than a source.
-if [ ! -x bin/lettash ] || [ -n "$(find src lua premake5.lua -newer bin/lettash -print -quit)" ]; then
-  NO_INSTALL=1 scripts/setup.sh release
-fi
-mkdir -p build/bench
-cc -O2 -Wall -o build/bench/rusage bench/rusage.c
-command -v node >/dev/null || { echo "import.sh: node is missing (scripts/setup.sh installs it)" >&2; exit 1; }
-if [ ! -f tests/conformance/node_modules/@letta-ai/letta-client/package.json ]; then
-  (cd tests/conformance && npm ci --silent --no-audit --no-fund)
-fi
+. bench/lib.sh
+bench_build rusage
+bench_node
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lettash-import-bench.XXXXXX")
-EMU_PID=
 stop_all() {
-  if [ -n "$EMU_PID" ]; then
-    kill "$EMU_PID" 2>/dev/null || true
-    wait "$EMU_PID" 2>/dev/null || true
-    EMU_PID=
-  fi
+  emu_stop
   rm -rf "$WORK"
 }
 trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# The emulator on a free loopback port; its request log kept short (it is not read here).
-python3 tests/emulator/letta_emulator.py --host 127.0.0.1 --port 0 --latency-ms "$LAT" --max-log 100 \
-  </dev/null >"$WORK/emu.out" 2>"$WORK/emu.err" &
-EMU_PID=$!
-URL=
-for _ in $(seq 200); do
-  URL=$(sed -n 's/^LETTA_EMULATOR_URL=//p' "$WORK/emu.out")
-  [ -n "$URL" ] && break
-  kill -0 "$EMU_PID" 2>/dev/null || break
-  sleep 0.05
-done
-[ -n "$URL" ] || { echo "import.sh: the emulator did not start:" >&2; cat "$WORK/emu.err" >&2; exit 1; }
-case $URL in http://127.0.0.1:*) ;; *) echo "import.sh: emulator not on loopback: $URL" >&2; exit 1 ;; esac
-
-admin() { curl -sf -X POST "$URL$1" -H 'Content-Type: application/json' -d "$2"; }
-new_agent() { # empties the server, returns a fresh agent's id
-  admin /_emulator/reset '{}' >/dev/null
-  admin /v1/agents/ '{"name":"bench","memory_blocks":[]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
-}
+emu_start "$WORK" "$LAT"
+URL=$EMU_URL
 
 # The input: N passages of a sentence or two, with a tag (the same file for every importer).
 gen() { # gen LINES FILE
@@ -90,12 +61,12 @@ head -n "$N1" "$FILE" >"$WORK/small.jsonl"
 # run NAME FILE N SMALL_FILE N1 -> "NAME items user_s sys_s wall_s peak_rss_kb rate"
 run() {
   local name=$1 file=$2 n=$3 small=$4 n1=$5 agent out cmd items
-  agent=$(new_agent)
+  agent=$(emu_agent)
   out="$WORK/$name.out"
   rm -rf "$WORK/store"
   case $name in
-    lettash_c1) items=$n1; cmd=(bin/lettash scripts/import.lua "$agent" "$small" --concurrency 1 --json) ;;
-    lettash_c16) items=$n; cmd=(bin/lettash scripts/import.lua "$agent" "$file" --concurrency "$C" --json) ;;
+    lettash_c1) items=$n1; cmd=("$LETTASH" scripts/import.lua "$agent" "$small" --concurrency 1 --json) ;;
+    lettash_c16) items=$n; cmd=("$LETTASH" scripts/import.lua "$agent" "$file" --concurrency "$C" --json) ;;
     ts_c16) items=$n; cmd=(node bench/import_ts.mjs "$URL" "$agent" "$file" "$C") ;;
   esac
   local cost
@@ -165,12 +136,12 @@ with open(path, "w") as f:
         f.write('{"text":"line %d"}\n' % i)
 EOF
   fi
-  admin /_emulator/config '{"latency_ms":0}' >/dev/null
-  agent=$(new_agent)
+  emu_admin /_emulator/config '{"latency_ms":0}' >/dev/null
+  agent=$(emu_agent)
   rm -rf "$WORK/store"
   echo "importing $BIG_LINES lines at latency 0 (a few minutes)..."
   cost=$(LETTA_BASE_URL=$URL LETTA_STORE=$WORK/store build/bench/rusage -t "$BIG_LIMIT" \
-           sh -c 'exec "$@" >"$0"' "$WORK/big.out" bin/lettash scripts/import.lua "$agent" "$BIG_FILE" --json) ||
+           sh -c 'exec "$@" >"$0"' "$WORK/big.out" "$LETTASH" scripts/import.lua "$agent" "$BIG_FILE" --json) ||
     { echo "import.sh: the big import failed" >&2; exit 1; }
   summary=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["sent"], d["failed"], "%.0f" % d["rate"])' "$WORK/big.out")
   store_kb=$(( $(stat -c %s "$WORK/store") / 1024 ))

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # CPU cost of a request: N x GET /v1/health/ to a private nginx on loopback, bin/lettash (answers
-# decoded into Lua tables) beside a bare libcurl C loop, one after another on one kept-alive
-# connection and with 64 in flight. The four runs are interleaved, ROUNDS times, so that a busy
-# machine slows them alike. Goal (issues #4, #9): lettash at most 1.3x the libcurl loop.
-#   bench/requests.sh [N]     (default 20000; ROUNDS=7, INFLIGHT=64 from the environment)
+# decoded into Lua tables) beside a bare libcurl C loop and the official TypeScript client
+# (bench/requests_ts.mjs), one after another on one kept-alive connection and with 64 in flight.
+# The six runs are interleaved, ROUNDS times, so that a busy machine slows them alike. Goals
+# (issues #4, #9): lettash at most 1.3x the libcurl loop's CPU per request, at least 10x less than
+# the official client's; 64 in flight, at least 10x its requests/s with at most 1/5 of its memory.
+#   bench/requests.sh [N]     (default 20000; ROUNDS=7, INFLIGHT=64, TS=1 from the environment;
+#                              TS=0 leaves the official client out)
 # Raw figures, one run a line: build/bench/requests.txt.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,13 +16,10 @@ ROUNDS=${ROUNDS:-7}
 K=${INFLIGHT:-64}
 LIMIT=120 # seconds any one run may take
 
-# bin/lettash embeds lua/: rebuild when it is missing or older than a source.
-if [ ! -x bin/lettash ] || [ -n "$(find src lua premake5.lua -newer bin/lettash -print -quit)" ]; then
-  NO_INSTALL=1 scripts/setup.sh release
-fi
-mkdir -p build/bench
-cc -O2 -Wall -o build/bench/rusage bench/rusage.c
-cc -O2 -Wall -o build/bench/curl_loop bench/curl_loop.c $(pkg-config --cflags --libs libcurl)
+TS=${TS:-1}
+. bench/lib.sh
+bench_build rusage curl_loop
+[ "$TS" = 0 ] || bench_node
 
 . bench/nginx.sh
 nginx_start
@@ -31,12 +31,15 @@ trap cleanup EXIT
 
 # name -> command
 declare -A CMD=(
-  [lettash_seq]="bin/lettash bench/requests.lua $URL $N"
+  [lettash_seq]="$LETTASH bench/requests.lua $URL $N"
   [curl_seq]="build/bench/curl_loop $URL/v1/health/ $N"
-  [lettash_$K]="bin/lettash bench/requests.lua $URL $N inflight $K"
+  [lettash_$K]="$LETTASH bench/requests.lua $URL $N inflight $K"
   [curl_$K]="build/bench/curl_loop $URL/v1/health/ $N inflight $K"
+  [ts_seq]="node bench/requests_ts.mjs $URL $N"
+  [ts_$K]="node bench/requests_ts.mjs $URL $N inflight $K"
 )
-ORDER=(lettash_seq curl_seq "lettash_$K" "curl_$K")
+ORDER=(lettash_seq curl_seq ts_seq "lettash_$K" "curl_$K" "ts_$K")
+[ "$TS" = 0 ] && ORDER=(lettash_seq curl_seq "lettash_$K" "curl_$K")
 
 run() { # run NAME [N]: one line "NAME user sys wall rss_kb"
   local cmd=${CMD[$1]}
@@ -70,12 +73,13 @@ awk -v n="$N" -v k="$K" -v rounds="$ROUNDS" '
   END {
     printf "%d x GET /v1/health/ on loopback nginx, %d interleaved rounds: median (min-max)\n", n, rounds
     printf "  %-12s %-26s %14s %14s %12s %9s\n", "", "CPU us/request", "user us", "sys us", "requests/s", "peak RSS"
-    split("lettash_seq curl_seq lettash_" k " curl_" k, order, " ")
-    for (o = 1; o <= 4; o++) {
+    no = split("lettash_seq curl_seq ts_seq lettash_" k " curl_" k " ts_" k, order, " ")
+    for (o = 1; o <= no; o++) {
       name = order[o]; m = cnt[name]
+      if (!m) continue
       for (i = 1; i <= m; i++) { a[i] = cpu[name, i]; u[i] = usr[name, i]; s[i] = sys[name, i]; q[i] = rps[name, i] }
       sort(a, m); sort(u, m); sort(s, m); sort(q, m)
-      med[name] = median(a, m)
+      med[name] = median(a, m); mrps[name] = median(q, m)
       printf "  %-12s %6.2f (%6.2f-%6.2f)      %14.2f %14.2f %12.0f %6.1f MB\n", name, med[name], a[1], a[m],
              median(u, m), median(s, m), median(q, m), rss[name] / 1024
     }
@@ -84,5 +88,15 @@ awk -v n="$N" -v k="$K" -v rounds="$ROUNDS" '
       ratio = med["lettash_" mode] / med["curl_" mode]
       printf "ratio lettash/curl, %s: %.2fx (goal <= 1.3x: %s)\n", o == 1 ? "sequential" : k " in flight",
              ratio, ratio <= 1.3 ? "met" : "NOT met"
+      if (!cnt["ts_" mode]) continue
+      ratio = med["ts_" mode] / med["lettash_" mode]
+      printf "ratio official client/lettash CPU, %s: %.1fx (goal >= 10x: %s)\n", o == 1 ? "sequential" : k " in flight",
+             ratio, (ratio >= 10) ? "met" : "NOT met"
+    }
+    if (cnt["ts_" k]) {
+      ratio = mrps["lettash_" k] / mrps["ts_" k]
+      printf "ratio lettash/official client requests/s, %s in flight: %.1fx (goal >= 10x: %s)\n", k, ratio, (ratio >= 10) ? "met" : "NOT met"
+      ratio = rss["ts_" k] / rss["lettash_" k]
+      printf "peak RSS, %s in flight: official client/lettash 1/%.1f (goal <= 1/5: %s)\n", k, ratio, (ratio >= 5) ? "met" : "NOT met"
     }
   }' "$RAW"

@@ -1,8 +1,9 @@
 /* Times the start-up of commands, interleaved in one run so that a busy machine slows them alike:
  *   spawn_time ROUNDS NAME -- cmd args... [NAME -- cmd args...]...
  * Each round runs every command once (stdout/stderr to /dev/null). Prints, per command, the
- * median, min and max wall time in ms and the largest peak RSS in MB, one line each:
- *   NAME median_ms min_ms max_ms peak_rss_mb */
+ * median, min and max wall time in ms, and the largest, median and smallest peak RSS in MB, one
+ * line each:
+ *   NAME median_ms min_ms max_ms max_rss_mb median_rss_mb min_rss_mb */
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -18,8 +19,7 @@ extern char **environ;
 typedef struct {
   const char *name;
   char **argv;
-  double *ms;
-  long max_rss_kb;
+  double *ms, *rss_kb;
 } Cmd;
 
 static int cmp(const void *a, const void *b) {
@@ -27,7 +27,8 @@ static int cmp(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static double run_once(Cmd *c) {
+/* Runs c once; returns its wall time in ms and stores its peak RSS in *rss_kb. */
+static double run_once(Cmd *c, double *rss_kb) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
@@ -48,7 +49,7 @@ static double run_once(Cmd *c) {
     fprintf(stderr, "spawn_time: %s failed\n", c->name);
     exit(2);
   }
-  if (ru.ru_maxrss > c->max_rss_kb) c->max_rss_kb = ru.ru_maxrss;
+  *rss_kb = (double)ru.ru_maxrss;
   return (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
 }
 
@@ -58,6 +59,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   int rounds = atoi(argv[1]);
+  if (rounds < 1) {
+    fprintf(stderr, "spawn_time: ROUNDS must be at least 1\n");
+    return 2;
+  }
   Cmd cmds[16];
   int n = 0;
   for (int i = 2; i < argc && n < 16;) {
@@ -71,20 +76,24 @@ int main(int argc, char **argv) {
     cmds[n].argv = calloc((size_t)(end - start + 1), sizeof(char *));
     for (int k = start; k < end; k++) cmds[n].argv[k - start] = argv[k];
     cmds[n].ms = calloc((size_t)rounds, sizeof(double));
-    cmds[n].max_rss_kb = 0;
+    cmds[n].rss_kb = calloc((size_t)rounds, sizeof(double));
     n++;
     i = end;
   }
+  double ignored;
   for (int c = 0; c < n; c++) /* warm-up: page cache, dynamic loader */
-    for (int w = 0; w < 5; w++) run_once(&cmds[c]);
+    for (int w = 0; w < 5; w++) run_once(&cmds[c], &ignored);
   for (int r = 0; r < rounds; r++)
-    for (int c = 0; c < n; c++) cmds[c].ms[r] = run_once(&cmds[c]);
+    for (int c = 0; c < n; c++) cmds[c].ms[r] = run_once(&cmds[c], &cmds[c].rss_kb[r]);
   for (int c = 0; c < n; c++) {
-    qsort(cmds[c].ms, (size_t)rounds, sizeof(double), cmp);
-    printf("%s %.3f %.3f %.3f %.1f\n", cmds[c].name, cmds[c].ms[rounds / 2], cmds[c].ms[0],
-           cmds[c].ms[rounds - 1], cmds[c].max_rss_kb / 1024.0);
+    double *ms = cmds[c].ms, *rss = cmds[c].rss_kb;
+    qsort(ms, (size_t)rounds, sizeof(double), cmp);
+    qsort(rss, (size_t)rounds, sizeof(double), cmp);
+    printf("%s %.3f %.3f %.3f %.1f %.1f %.1f\n", cmds[c].name, ms[rounds / 2], ms[0], ms[rounds - 1],
+           rss[rounds - 1] / 1024, rss[rounds / 2] / 1024, rss[0] / 1024);
     free(cmds[c].argv);
-    free(cmds[c].ms);
+    free(ms);
+    free(rss);
   }
   return 0;
 }
