@@ -72,6 +72,7 @@ else
   else skip_suite emulator "not present"; fi
   if [ -f tests/conformance/run.sh ]; then run_suite conformance bash tests/conformance/run.sh
   else skip_suite conformance "not present"; fi
+  run_suite reliability bash tests/reliability/run.sh
 fi
 
 say "summary ($CONFIG)"

@@ -344,9 +344,12 @@ function _M.run(opts)
     end
     local delay = 0.25
     local unsure = false -- an earlier attempt may have landed, and looking for it failed
+    -- A send that timed out may still be applied later (the server can be working on it still):
+    -- this run then only looks for it, never sends it again (late holds that timeout).
+    local late
     for attempt = 1, max_attempts do
       local ok, res
-      if unsure then -- look first: sending again now could duplicate it
+      if unsure or late then -- look first: sending again now could duplicate it
         local lok, id = pcall(landed, it)
         if lok and id then
           journal(it, "done", id)
@@ -354,8 +357,9 @@ function _M.run(opts)
           return
         end
         unsure, res = not lok, id
+        if lok and late then res = late end
       end
-      if not unsure then
+      if not unsure and not late then
         ok, res = pcall(passages.create, passages, agent_id,
                         { text = it.text, tags = json.array({ it.marker, table.unpack(it.tags) }), created_at = it.created_at })
         if ok then
@@ -376,6 +380,7 @@ function _M.run(opts)
           return
         end
         if ambiguous then
+          if res.code == "timeout" then late = res end
           local lok, id = pcall(landed, it)
           if lok and id then
             journal(it, "done", id)
@@ -390,7 +395,8 @@ function _M.run(opts)
         delay = math.min(delay * 2, 8)
       else -- still pending in the journal when unsure: the next run looks before sending
         summary.failed = summary.failed + 1
-        summary.failures[#summary.failures + 1] = { line = it.line, error = tostring(res) }
+        summary.failures[#summary.failures + 1] = { line = it.line, error = tostring(res)
+          .. (late and " (it may still land: run the import again, it looks for it before sending)" or "") }
       end
     end
   end

@@ -32,13 +32,14 @@ local function body_of(fields)
 end
 
 -- Adds attach(a, b) and detach(a, b): PATCH <prefix(a)>/attach/<b> (and /detach/), with no body.
--- Letta links things this way (blocks to agents, identities to agents and to blocks).
+-- Letta links things this way (blocks to agents, identities to agents and to blocks). opts (optional)
+-- goes to client:request (e.g. {safe = false}: not repeated after a timeout).
 local function linking(methods, prefix, what_a, what_b)
   for _, verb in ipairs({ "attach", "detach" }) do
-    methods[verb] = function(self, a, b)
+    methods[verb] = function(self, a, b, opts)
       check_id(a, 1, verb, what_a)
       check_id(b, 2, verb, what_b)
-      return self._c:patch(prefix(a) .. "/" .. verb .. "/" .. escape(b))
+      return self._c:patch(prefix(a) .. "/" .. verb .. "/" .. escape(b), opts)
     end
   end
 end

@@ -314,17 +314,72 @@ local function assistant_text(messages)
 end
 
 -- Appends the exchange to the persona's conversation_history (bounded to the last HISTORY_MAX).
-function Users:remember(rec, text, reply)
+-- id names the exchange: a retry after a write whose answer was lost (it may have landed) finds
+-- it there and does not append it twice.
+function Users:remember(rec, text, reply, id)
   local c = self.client
   local block = c.blocks:retrieve(rec.block_id)
   local ok, value = pcall(json.decode, block.value)
   if not ok or type(value) ~= "table" then value = { name = rec.name } end
   local history = type(value.conversation_history) == "table" and value.conversation_history or {}
-  history[#history + 1] = { at = os.date("!%Y-%m-%dT%H:%M:%SZ"), user = text, agent = reply }
+  for _, e in ipairs(history) do
+    if id and type(e) == "table" and e.id == id then return end -- an earlier attempt landed
+  end
+  history[#history + 1] = { id = id, at = os.date("!%Y-%m-%dT%H:%M:%SZ"), user = text, agent = reply }
   while #history > HISTORY_MAX do table.remove(history, 1) end
   value.conversation_history = json.array(history)
   if value.preferences == nil then value.preferences = json.object() end
   c.blocks:modify(rec.block_id, { value = json.encode(value) })
+end
+
+-- Attaches the persona for a send; returns the agent (as the attach answers it). Not repeated
+-- after a timeout: the server may still be working on that attach, and a copy that lands after
+-- our detach would leave the persona on the agent. The chat then fails and its attachment stays
+-- recorded, so the next chat on the agent (or doctor) detaches it, whenever it landed. 5xx
+-- answers, resets and undecodable answers (the attach is idempotent) are tried again here, twice
+-- at most.
+local function attach_persona(c, agent_id, block_id)
+  local tries = 0
+  while true do
+    local ok, res = pcall(c.agents.blocks.attach, c.agents.blocks, agent_id, block_id, { safe = false })
+    if ok then return res end
+    tries = tries + 1
+    if tries > 2 or not errors.is(res) or res.code == "timeout"
+       or not (res.status >= 500 or res.code == "reset" or res.code == "invalid_json") then
+      error(res, 0)
+    end
+    loop.sleep(0.25 * tries)
+  end
+end
+
+-- Detaches the persona: idempotent (not attached is fine), so tried again after any failure the
+-- client does not retry itself (an undecodable answer to a detach that was applied).
+local function detach_persona(c, agent_id, block_id)
+  local ok, err
+  for attempt = 1, 3 do
+    ok, err = pcall(unless_missing, c.agents.blocks.detach, c.agents.blocks, agent_id, block_id)
+    if ok or tostring(err):match("interrupted!$") then break end
+    if attempt < 3 then loop.sleep(0.25 * attempt) end
+  end
+  if not ok then error(err, 0) end
+end
+
+-- Persona blocks other than ours on the agent (attached by a request that landed after its chat
+-- had ended, or by hand): we hold the agent's lease, so none of them belongs to a running chat.
+local function foreign_personas(agent, block_id)
+  local t, seen = {}, {}
+  local lists = { type(agent) == "table" and agent.blocks,
+                  type(agent) == "table" and type(agent.memory) == "table" and agent.memory.blocks }
+  for _, list in ipairs(lists) do
+    for _, b in ipairs(type(list) == "table" and list or {}) do
+      if type(b) == "table" and type(b.label) == "string" and b.label:match("^Persona_") and b.id ~= block_id
+         and not seen[b.id] then
+        seen[b.id] = true
+        t[#t + 1] = b
+      end
+    end
+  end
+  return t
 end
 
 -- chat(username, agent_id, text, {stream=, stream_tokens=, on_event=, timeout=}) -> {reply=, messages=,
@@ -345,13 +400,20 @@ function Users:chat(username, agent_id, text, opts)
   local me = self:acquire(agent_id, opts.lease_timeout)
   local key = attachment_key(agent_id, rec.block_id)
   local result
+  local attach -- "sent" while the attach is unanswered, "done" once answered
   local ok, err = pcall(function()
     self:repair_agent(agent_id, actions)
     -- the note of intent first: a process killed after the attach is repaired from it
     self.store:update(function(txn)
       txn:put("attachments", key, { username = username, pid = core.pid(), since = os.time() })
     end)
-    c.agents.blocks:attach(agent_id, rec.block_id)
+    attach = "sent"
+    local agent = attach_persona(c, agent_id, rec.block_id)
+    attach = "done"
+    for _, b in ipairs(foreign_personas(agent, rec.block_id)) do -- never send with another persona on
+      unless_missing(c.agents.blocks.detach, c.agents.blocks, agent_id, b.id)
+      actions[#actions + 1] = string.format("repaired: detached %s (%s), which no chat had recorded", b.id, b.label)
+    end
     local req = { text = text, sender_id = rec.identity_id, timeout = opts.timeout,
                   stream_tokens = opts.stream and opts.stream_tokens or nil }
     if opts.stream then
@@ -362,8 +424,10 @@ function Users:chat(username, agent_id, text, opts)
   end)
   -- Always: detach, then forget the attachment, then let the next chat in.
   local dok, derr = pcall(function()
-    unless_missing(c.agents.blocks.detach, c.agents.blocks, agent_id, rec.block_id)
-    self.store:update(function(txn) txn:del("attachments", key) end)
+    detach_persona(c, agent_id, rec.block_id)
+    -- an attach that went unanswered may land later: its record stays for the next chat or doctor
+    local unsure = attach == "sent" and errors.is(err) and (err.status == 0 or err.status >= 500)
+    if not unsure then self.store:update(function(txn) txn:del("attachments", key) end) end
   end)
   self:release(agent_id, me)
   if not ok then error(err, 0) end
@@ -374,7 +438,13 @@ function Users:chat(username, agent_id, text, opts)
   local hok, herr = pcall(function()
     local lease = "user:" .. username
     local mine = self:acquire(lease, 30)
-    local rok, rerr = pcall(self.remember, self, rec, text, reply)
+    local id = random_hex(16)
+    local rok, rerr
+    for attempt = 1, 3 do -- idempotent by id: tried again after any failure (a lost answer, bad JSON)
+      rok, rerr = pcall(self.remember, self, rec, text, reply, id)
+      if rok or tostring(rerr):match("interrupted!$") then break end
+      if attempt < 3 then loop.sleep(0.25 * attempt) end
+    end
     self:release(lease, mine)
     if not rok then error(rerr, 0) end
   end)
