@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "lauxlib.h"
@@ -124,6 +125,25 @@ static int core_defaults(lua_State *L) {
   return 1;
 }
 
+/* core.nonce() -> 32 hex digits from the system's random source: unique across processes, where
+ * math.random is not (two processes started in the same second may share its seed). */
+static int core_nonce(lua_State *L) {
+  unsigned char b[16];
+  size_t got = 0;
+  while (got < sizeof b) {
+    ssize_t n = getrandom(b + got, sizeof b - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return luaL_error(L, "getrandom: %s", strerror(errno));
+    }
+    got += (size_t)n;
+  }
+  char hex[33];
+  for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", b[i]);
+  lua_pushlstring(L, hex, 32);
+  return 1;
+}
+
 /* core.isatty(fd) -> whether fd (0, 1, 2) is a terminal: progress bars only there. */
 static int core_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -131,9 +151,10 @@ static int core_isatty(lua_State *L) {
 }
 
 int luaopen_letta_core(lua_State *L) {
-  static const luaL_Reg fns[] = {{"versions", core_versions}, {"pid", core_pid}, {"alive", core_alive},
-                                 {"hash", core_hash},         {"isatty", core_isatty}, {"defaults", core_defaults},
-                                 {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"versions", core_versions}, {"pid", core_pid},       {"alive", core_alive},
+      {"hash", core_hash},         {"isatty", core_isatty}, {"defaults", core_defaults},
+      {"nonce", core_nonce},       {NULL, NULL}};
   luaL_newlib(L, fns);
   lua_pushliteral(L, LETTASH_VERSION);
   lua_setfield(L, -2, "version");

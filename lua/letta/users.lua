@@ -71,11 +71,6 @@ function Users:save(rec) return self.store:put_user(rec) end
 
 function Users:list() return self.store:users() end
 
-local function random_hex(n)
-  local t = {}
-  for i = 1, n do t[i] = string.format("%x", math.random(0, 15)) end
-  return table.concat(t)
-end
 
 local function same(a, b) -- deep equality of decoded JSON values
   if type(a) ~= "table" or type(b) ~= "table" then return a == b end
@@ -180,7 +175,7 @@ function Users:ensure_block(rec, identity, actions)
     end
   end
   if not block then
-    rec.pending_block = rec.pending_block or random_hex(16) -- the note of intent, before the write
+    rec.pending_block = rec.pending_block or core.nonce() -- the note of intent, before the write
     self:save(rec)
     block = c.blocks:create{
       label = rec.block_label, value = persona_value(rec.name, rec.preferences),
@@ -243,7 +238,7 @@ end
 -- Leases: one chat per agent at a time, across processes, so that no two users' personas are ever
 -- attached together. A lease names its process; one whose process died is taken over.
 
-local function lease_owner() return core.pid() .. ":" .. tostring({}):sub(-8) end
+local function lease_owner() return core.pid() .. ":" .. core.nonce() end
 
 function Users:acquire(agent_id, timeout)
   local me = lease_owner()
@@ -438,7 +433,7 @@ function Users:chat(username, agent_id, text, opts)
   local hok, herr = pcall(function()
     local lease = "user:" .. username
     local mine = self:acquire(lease, 30)
-    local id = random_hex(16)
+    local id = core.nonce()
     local rok, rerr
     for attempt = 1, 3 do -- idempotent by id: tried again after any failure (a lost answer, bad JSON)
       rok, rerr = pcall(self.remember, self, rec, text, reply, id)
