@@ -9,7 +9,8 @@ CONFIG=${1:-release}
 
 # lua5.4 and lua-busted go in one apt command, or busted pulls lua5.2 and takes over /usr/bin/lua.
 PACKAGES=(lua5.4 lua-busted liblua5.4-dev lua-cjson lua-cjson-dev liblmdb-dev libcurl4-openssl-dev
-          premake4 pkg-config libreadline-dev make gcc libc6-dev valgrind bsdutils clang libclang-rt-14-dev)
+          premake4 pkg-config libreadline-dev make gcc libc6-dev valgrind bsdutils clang libclang-rt-14-dev
+          openssl lmdb-utils)
 
 if [ "${NO_INSTALL:-0}" != 1 ]; then
   missing=()

@@ -285,8 +285,22 @@ static void history_open(void) {
   read_history(history_path);
 }
 
+/* Whether the line holds the value of LETTA_PASSWORD or LETTA_API_KEY: a user who types or pastes
+ * the token (letta.client{token = "..."}) must not find it in ~/.lettash_history, which outlives
+ * the session and is not treated as a secret. Read from the environment at each line, so a token
+ * exported by the init script is covered too. (A very short value skips more lines than needed:
+ * losing some history is better than keeping a secret.) */
+static int holds_secret(const char *line) {
+  static const char *const vars[] = {"LETTA_PASSWORD", "LETTA_API_KEY"};
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+    const char *v = getenv(vars[i]);
+    if (v && *v && strstr(line, v)) return 1;
+  }
+  return 0;
+}
+
 static void history_add(const char *line) {
-  if (!line[0]) return;
+  if (!line[0] || holds_secret(line)) return; /* neither in memory (up-arrow) nor in the file */
   add_history(line);
   if (history_path[0]) { /* append now, so a crash or kill loses nothing */
     if (append_history(1, history_path) != 0) write_history(history_path);

@@ -194,7 +194,8 @@ local function progress_reporter(opts, summary, total_bytes, fh)
   if opts.progress == false then return function() end end
   local tty = opts.progress == "tty" or (opts.progress == nil and core.isatty(2))
   local every = tty and 0.2 or (opts.progress_interval or 5)
-  local start, last = loop.now(), 0
+  local start = loop.now()
+  local last = tty and 0 or start -- not a line at once: a short import prints only its summary
   local out = opts.progress_out or io.stderr
   return function(final)
     local now = loop.now()

@@ -34,6 +34,11 @@ int lh_check_failures;
   X(test_sse_callback_non_zero_stops)     \
   X(test_sse_new_and_free_edge_cases)     \
   X(test_sse_large_event_in_small_chunks) \
+  X(test_headers_status_line_and_pairs)   \
+  X(test_headers_trimming_and_odd_lines)  \
+  X(test_headers_empty_and_null_input)    \
+  X(test_headers_ends_exactly_at_the_buffer_end) \
+  X(test_headers_callback_stops_the_parse) \
   X(test_runtime_embedded_library)        \
   X(test_runtime_require_letta)           \
   X(test_runtime_source_tree_override)    \

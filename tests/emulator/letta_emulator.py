@@ -4,6 +4,7 @@ the demo and offline script development. Python standard library only.
 
     python3 tests/emulator/letta_emulator.py --port 0 [--password PW] [--latency-ms N]
         [--state-file F] [--faults SPEC] [--run-delay-ms N] [--flaky-block-list P] [--seed N]
+        [--tls-cert F [--tls-key F]]
 
 Prints `LETTA_EMULATOR_URL=http://127.0.0.1:PORT` once it accepts connections and serves until
 SIGTERM/SIGINT. See README.md in this folder for the options, the fault grammar and /_emulator/.
@@ -18,6 +19,7 @@ import re
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import threading
@@ -391,6 +393,15 @@ class Handler(socketserver.BaseRequestHandler):
     def setup(self):
         self.sock = self.request
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.tls_failed = False
+        if self.server.tls is not None:
+            # --tls-cert: the handshake happens here, in the connection's thread, so that a client
+            # that refuses the certificate (or stalls) never holds up the accept loop.
+            try:
+                self.sock.settimeout(10)
+                self.sock.do_handshake()
+            except (OSError, ValueError):
+                self.tls_failed = True
         self.sock.settimeout(self.server.idle_timeout)
         self.rfile = self.sock.makefile("rb", buffering=65536)
 
@@ -402,6 +413,8 @@ class Handler(socketserver.BaseRequestHandler):
 
     def handle(self):
         emu = self.server.emu
+        if self.tls_failed:
+            return
         try:
             while True:
                 req, keep_alive = self.read_request()
@@ -603,6 +616,13 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
     request_queue_size = 256
     idle_timeout = 600
+    tls = None  # an ssl.SSLContext with --tls-cert/--tls-key: HTTPS on the same port
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
 
 def parse_args(argv=None):
@@ -621,7 +641,11 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=None, help="seed for fault probabilities and flaky lists")
     ap.add_argument("--max-log", type=int, default=10000, help="requests kept for GET /_emulator/requests")
     ap.add_argument("--log-requests", action="store_true", help="print one line per request on stderr")
+    ap.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve HTTPS instead of HTTP")
+    ap.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (default: in the cert file)")
     args = ap.parse_args(argv)
+    if args.tls_key and not args.tls_cert:
+        ap.error("--tls-key needs --tls-cert")
     if not 0.0 <= args.flaky_block_list <= 1.0:
         ap.error("--flaky-block-list must be between 0 and 1")
     return args
@@ -634,15 +658,24 @@ def main(argv=None):
     except faultlib.FaultError as e:
         print("letta-emulator: bad --faults: %s" % e, file=sys.stderr)
         return 2
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            print("letta-emulator: cannot load --tls-cert/--tls-key: %s" % e, file=sys.stderr)
+            return 2
     server = Server((args.host, args.port), Handler)
     server.emu = emu
+    server.tls = tls
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     host, port = server.server_address[:2]
-    print("LETTA_EMULATOR_URL=http://%s:%d" % (host, port), flush=True)
+    print("LETTA_EMULATOR_URL=%s://%s:%d" % ("https" if tls else "http", host, port), flush=True)
     while not stop.wait(0.5):
         pass
     server.shutdown()

@@ -11,12 +11,17 @@ OUT=$ROOT/build/fuzz
 mkdir -p "$OUT"
 LUA_CFLAGS=$(pkg-config --cflags lua5.4)
 FLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $LUA_CFLAGS -Isrc"
+FLAGS+=" -DLH_SOURCE_ROOT=\"$ROOT\"" # fuzz_store loads lua/letta/store.lua from the tree
 
-declare -A SOURCES=([json]="tests/fuzz/fuzz_json.c src/lh_json.c" [sse]="tests/fuzz/fuzz_sse.c src/lh_sse.c")
+# target -> its sources. headers: the HTTP response-header parser behind request:headers();
+# store: the store's record read path (LMDB value -> store.lua -> json.decode).
+declare -A SOURCES=([json]="tests/fuzz/fuzz_json.c src/lh_json.c" [sse]="tests/fuzz/fuzz_sse.c src/lh_sse.c"
+                    [headers]="tests/fuzz/fuzz_headers.c src/lh_headers.c"
+                    [store]="tests/fuzz/fuzz_store.c src/lh_store.c src/lh_json.c")
 passed=0 failed=0
 for target in "${!SOURCES[@]}"; do
   # shellcheck disable=SC2086
-  clang $FLAGS -o "$OUT/fuzz_$target" ${SOURCES[$target]} -l:liblua5.4.a -lm -ldl
+  clang $FLAGS -o "$OUT/fuzz_$target" ${SOURCES[$target]} -l:liblua5.4.a -llmdb -lm -ldl
   mkdir -p "$OUT/corpus/$target"
   if [ "$SECONDS_EACH" = 0 ]; then
     args=(-runs=0 "$ROOT/tests/fuzz/corpus/$target")

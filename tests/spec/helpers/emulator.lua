@@ -102,7 +102,7 @@ function _M.start(args)
     end
     sleep(0.02)
   end
-  assert(self.url:match("^http://127%.0%.0%.1:%d+$"), "emulator: not on loopback: " .. self.url)
+  assert(self.url:match("^https?://127%.0%.0%.1:%d+$"), "emulator: not on loopback: " .. self.url) -- https: --tls-cert
   self.admin = letta.client{ base_url = self.url, token = "", max_retries = 0, timeout = 30 }
   return self
 end
