@@ -77,7 +77,7 @@ workspace "lettash"
   always()
 
 local runtime_files = { "src/lh_runtime.c", "src/lh_host.c", "src/lh_json.c", "src/lh_sse.c", "src/lh_headers.c", "src/lh_curl.c",
-                        "src/lh_http.c", "src/lh_store.c", "build/gen/lh_embedded.c" }
+                        "src/lh_http.c", "src/lh_store.c", "src/lh_util.c", "build/gen/lh_embedded.c" }
 
 -- The runtime: everything but main (src/lettash.h is its API). Hosts link it statically
 -- (bin/liblettash.a, with Lua, cjson and LMDB after it) or use the shared one below.

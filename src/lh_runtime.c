@@ -40,24 +40,6 @@ const char *lh_version_lmdb(void) {
   return buf;
 }
 
-void lh_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
-              lua_CFunction close, lua_CFunction tostring) {
-  if (luaL_newmetatable(L, name)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__close");
-    if (tostring) {
-      lua_pushcfunction(L, tostring);
-      lua_setfield(L, -2, "__tostring");
-    }
-  }
-  lua_pop(L, 1);
-}
-
 int lh_traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {

@@ -17,7 +17,7 @@ FLAGS+=" -DLH_SOURCE_ROOT=\"$ROOT\"" # fuzz_store loads lua/letta/store.lua from
 # store: the store's record read path (LMDB value -> store.lua -> json.decode).
 declare -A SOURCES=([json]="tests/fuzz/fuzz_json.c src/lh_json.c" [sse]="tests/fuzz/fuzz_sse.c src/lh_sse.c"
                     [headers]="tests/fuzz/fuzz_headers.c src/lh_headers.c"
-                    [store]="tests/fuzz/fuzz_store.c src/lh_store.c src/lh_json.c")
+                    [store]="tests/fuzz/fuzz_store.c src/lh_store.c src/lh_json.c src/lh_util.c")
 passed=0 failed=0
 for target in "${!SOURCES[@]}"; do
   # shellcheck disable=SC2086

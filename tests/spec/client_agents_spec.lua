@@ -119,18 +119,9 @@ end)
 
 describe("client.agents.blocks (core memory)", function()
   local emu, client, agent
-  lazy_setup(function()
-    emu = emulator.start()
-    client = emu:client()
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function()
-    emu:reset()
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end, { each = function()
     agent = new_agent(client)
-  end)
+  end })
 
   it("list returns the agent's blocks; retrieve reads one by label", function()
     local blocks = client.agents.blocks:list(agent.id)

@@ -11,22 +11,13 @@ local checks = require "users_checks"
 
 describe("letta.users and late or undecodable answers", function()
   local emu, client, dir, store, users, agent, alice, bob
-  lazy_setup(function()
-    emu = emulator.start()
-    client = emu:client()
-  end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function()
-    emu:reset()
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end, { each = function()
     dir = support.tmpdir()
     store = store_mod.open(dir .. "/store")
     users = users_mod.new{ client = client, store = store }
     agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" } } }
     alice, bob = users:onboard("alice"), users:onboard("bob")
-  end)
+  end })
   after_each(function()
     emu:clear_faults()
     store:close()
