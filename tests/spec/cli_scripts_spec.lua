@@ -11,18 +11,9 @@ local SCRIPTS = { "onboard", "chat", "offboard", "doctor", "users", "config" }
 describe("workflow scripts", function()
   local emu, admin, dir
 
-  lazy_setup(function()
-    emu = emulator.start()
-    admin = emu:client()
-  end)
-  lazy_teardown(function()
-    if admin then admin:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function()
-    emu:reset()
+  emulator.suite(_ENV, function(e, c) emu, admin = e, c end, { each = function()
     dir = support.tmpdir()
-  end)
+  end })
   after_each(function() support.rmdir(dir) end)
 
   -- run("onboard", {"alice"}, {env = {...}, cwd = ...}) -> {code=, stdout=, stderr=}

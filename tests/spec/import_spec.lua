@@ -94,18 +94,9 @@ describe("scripts/import.lua", function()
     return n
   end
 
-  lazy_setup(function()
-    emu = emulator.start{ "--seed", "11" }
-    admin = emu:client()
-  end)
-  lazy_teardown(function()
-    if admin then admin:close() end
-    if emu then emu:stop() end
-  end)
-  before_each(function()
-    emu:reset()
+  emulator.suite(_ENV, function(e, c) emu, admin = e, c end, { args = { "--seed", "11" }, each = function()
     dir = support.tmpdir()
-  end)
+  end })
   after_each(function() support.rmdir(dir) end)
 
   -- -------------------------------------------------------------------------------------------
