@@ -117,6 +117,15 @@ end
 
 function Store:info() return self.env:info() end
 
+-- store:count(ns [, prefix]) -> how many keys the namespace holds (with that prefix).
+function Store:count(ns, prefix)
+  return self:read(function(txn)
+    local n = 0
+    for _ in txn:each(ns, prefix) do n = n + 1 end
+    return n
+  end)
+end
+
 -- store:durable(false) makes commits skip the wait for the disk (for bulk journals: a killed
 -- process still loses nothing); store:durable(true) flushes and restores durable commits.
 function Store:durable(on) self.env:sync(on and true or false) end

@@ -62,13 +62,7 @@ function _M.with_store(c, fn)
   return res
 end
 
-function _M.count_ns(s, ns)
-  return s:read(function(txn)
-    local n = 0
-    for _ in txn:each(ns) do n = n + 1 end
-    return n
-  end)
-end
+function _M.count_ns(s, ns) return s:count(ns) end
 
 -- A pid that is certainly not running (a process that has exited).
 function _M.dead_pid()

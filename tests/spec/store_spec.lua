@@ -85,11 +85,7 @@ describe("letta.store", function()
         for i = 1, 500 do txn:put("journal", string.format("%02d:%04d", batch, i), { text = string.rep("x", 100) }) end
       end)
     end
-    local n = small:read(function(txn)
-      local c = 0
-      for _ in txn:each("journal") do c = c + 1 end
-      return c
-    end)
+    local n = small:count("journal")
     assert.equal(10000, n)
     assert.truthy(small:info().map_size > 64 * 1024)
     small:close()
@@ -114,11 +110,7 @@ describe("letta.store", function()
     assert.equal(0, support.sh(cmd).code)
     s = store.open(path)
     assert.equal(600, s:setting("counter"))
-    local n = s:read(function(txn)
-      local c = 0
-      for _ in txn:each("journal") do c = c + 1 end
-      return c
-    end)
+    local n = s:count("journal")
     assert.equal(600, n)
   end)
 
