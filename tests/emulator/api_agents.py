@@ -231,3 +231,15 @@ class AgentsApi:
             a["updated_at"] = iso(time.time())
             self.s.changed()
             return 200, self.render_agent(a, ALL_RELATIONSHIPS)
+
+    def list_models(self, req):
+        raise ApiError(501, "not implemented yet")
+
+    def list_embedding_models(self, req):
+        raise ApiError(501, "not implemented yet")
+
+    def count_agents(self, req):
+        raise ApiError(501, "not implemented yet")
+
+    def modify_agent(self, req):
+        raise ApiError(501, "not implemented yet")

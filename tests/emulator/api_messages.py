@@ -396,3 +396,6 @@ class MessagesApi:
             yield sse("[DONE]")
 
         return Stream(events())
+
+    def delete_run(self, req):
+        raise ApiError(501, "not implemented yet")

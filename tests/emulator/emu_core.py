@@ -16,6 +16,11 @@ except ImportError:  # pragma: no cover - 3.8 and older
     ZoneInfo = None
 
 SERVER_VERSION = "0.16.8"
+# --compat switches: behaviours of other server versions the emulator can imitate, so that
+# scripts/check-server.lua can be shown to notice them. name -> what it changes.
+COMPAT_SWITCHES = {
+    "upsert-creates": "PUT /v1/identities/ creates an identity whose identifier_key is new (as before 0.16)",
+}
 DEFAULT_USER_ID = "user-00000000-0000-4000-8000-000000000000"
 DEFAULT_ORG_ID = "org-00000000-0000-4000-8000-000000000000"
 ARCHIVAL_TOKEN_LIMIT = 8192

@@ -29,10 +29,15 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
         return [
             ("GET", "/v1/health/", self.health),
             ("GET", "/v1/ready/", self.health),
+            # models
+            ("GET", "/v1/models/", self.list_models),
+            ("GET", "/v1/models/embedding", self.list_embedding_models),
             # agents
             ("GET", "/v1/agents/", self.list_agents),
             ("POST", "/v1/agents/", self.create_agent),
+            ("GET", "/v1/agents/count", self.count_agents),
             ("GET", "/v1/agents/{agent_id}", self.get_agent),
+            ("PATCH", "/v1/agents/{agent_id}", self.modify_agent),
             ("DELETE", "/v1/agents/{agent_id}", self.delete_agent),
             ("GET", "/v1/agents/{agent_id}/context", self.agent_context),
             # messages
@@ -45,6 +50,7 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
             # runs
             ("GET", "/v1/runs/", self.list_runs),
             ("GET", "/v1/runs/{run_id}", self.get_run),
+            ("DELETE", "/v1/runs/{run_id}", self.delete_run),
             ("GET", "/v1/runs/{run_id}/messages", self.run_messages),
             ("POST", "/v1/runs/{run_id}/stream", self.run_stream),
             ("GET", "/v1/runs/{run_id}/usage", self.run_usage),

@@ -34,6 +34,7 @@ sys.path.insert(0, HERE)
 
 import faults as faultlib  # noqa: E402
 from letta_api import Api, ApiError, Store, Stream  # noqa: E402
+from emu_core import COMPAT_SWITCHES  # noqa: E402
 from schema_validator import Spec  # noqa: E402
 
 # Paths the password middleware lets through (ENDPOINTS.md §1), spelled exactly as the server does.
@@ -643,9 +644,21 @@ def parse_args(argv=None):
     ap.add_argument("--log-requests", action="store_true", help="print one line per request on stderr")
     ap.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve HTTPS instead of HTTP")
     ap.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (default: in the cert file)")
+    ap.add_argument("--models", default="openai/gpt-4o-mini,openai/gpt-4o,letta/emulator-echo",
+                    help="comma-separated LLM handles GET /v1/models/ lists and agent create accepts")
+    ap.add_argument("--embedding-models", default="openai/text-embedding-3-small,letta/emulator-embedding",
+                    help="comma-separated embedding handles GET /v1/models/embedding lists")
+    ap.add_argument("--compat", default="",
+                    help="comma-separated behaviours of other server versions to imitate (see README.md)")
     args = ap.parse_args(argv)
     if args.tls_key and not args.tls_cert:
         ap.error("--tls-key needs --tls-cert")
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.embedding_models = [m.strip() for m in args.embedding_models.split(",") if m.strip()]
+    args.compat = set(c.strip() for c in args.compat.split(",") if c.strip())
+    unknown = args.compat - set(COMPAT_SWITCHES)
+    if unknown:
+        ap.error("unknown --compat %s (known: %s)" % (",".join(sorted(unknown)), ",".join(sorted(COMPAT_SWITCHES))))
     if not 0.0 <= args.flaky_block_list <= 1.0:
         ap.error("--flaky-block-list must be between 0 and 1")
     return args
