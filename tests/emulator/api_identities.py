@@ -4,6 +4,10 @@ from emu_core import ApiError, _dedup, new_id, paginate
 
 
 class IdentitiesApi:
+    def _render_identity(self, ident):
+        """An Identity as the server returns it (also inside an AgentState)."""
+        return dict(ident)
+
     # =========================================================================================
     # §7 identities
     # =========================================================================================

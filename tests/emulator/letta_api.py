@@ -200,7 +200,7 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
             "tool_exec_environment_variables": [], "secrets": [],
             "project_id": a["project_id"], "template_id": a["template_id"],
             "base_template_id": a["base_template_id"], "deployment_id": None, "entity_id": None,
-            "identity_ids": [i["id"] for i in idents], "identities": [dict(i) for i in idents],
+            "identity_ids": [i["id"] for i in idents], "identities": [self._render_identity(i) for i in idents],
             "pending_approval": None, "message_buffer_autoclear": a["message_buffer_autoclear"],
             "enable_sleeptime": a["enable_sleeptime"], "multi_agent_group": None, "managed_group": None,
             "last_run_completion": a["last_run_completion"],
