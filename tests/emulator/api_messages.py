@@ -17,7 +17,7 @@ import urllib.request
 import uuid
 
 from emu_core import (ApiError, Stream, TERMINAL_RUN_STATES, _deltas, _zone, content_text,
-                       is_1x_client, iso, msg_date, new_id, sse, words)
+                       is_1_0_sdk_version, iso, msg_date, new_id, sse, words)
 
 # routers/v1/runs.py:retrieve_stream_for_run and services/streaming_service.py:create_agent_stream
 # (settings.redis_host is None, redis_port 6379 when no Redis is configured)
@@ -387,7 +387,7 @@ class MessagesApi:
             if errors:
                 raise ApiError(422, "Streaming options set without streaming enabled. %s. Either set "
                                     "streaming=true or use default values for streaming options." % "; ".join(errors))
-        elif not is_1x_client(req.headers):
+        elif not is_1_0_sdk_version(req.headers):
             raise ApiError(422, "streaming=true is only supported for SDK v1.0+ clients.")
 
     # --- runs ----------------------------------------------------------------------------------

@@ -92,17 +92,29 @@ def content_text(content):
     return ""
 
 
-def is_1x_client(headers):
-    """letta/utils.py::is_1_0_sdk_version (ENDPOINTS.md §2)."""
-    if "x-stainless-package-version" in headers:
+def is_1_0_sdk_version(headers):
+    """letta/utils.py:is_1_0_sdk_version, line by line: a Stainless SDK header, no User-Agent, or
+    `letta-client/1.x` / `@letta-ai/letta-client/1.x` means a 1.x client."""
+    if headers.get("x-stainless-package-version"):
         return True
-    ua = headers.get("user-agent")
-    if ua is None:
+    client = headers.get("user-agent")
+    if not client:
         return True
-    if "/" not in ua:
+    if "/" not in client:
         return False
-    m = re.match(r"^(?:@letta-ai/)?letta-client/(\S+)$", ua.strip())
-    return bool(m and m.group(1).startswith("1."))
+    parts = client.split("/")
+    if len(parts) == 3:
+        if parts[0] != "@letta-ai" or parts[1] != "letta-client":
+            return False
+    elif len(parts) != 2 or parts[0] != "letta-client":
+        return False
+    version = parts[-1]
+    if "." not in version:
+        return False
+    base = version.split("-")[0].split("a")[0].split("b")[0]
+    if "." not in base:
+        return False
+    return base.split(".")[0] == "1"
 
 
 def sse(obj, event=None):

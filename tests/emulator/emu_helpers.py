@@ -84,6 +84,7 @@ class Client:
         self.host, self.port, self.timeout = host, port, timeout
         self.default_headers = headers if headers is not None else {}
         self.conn = None
+        self.models = {}            # see model_handle()
 
     def _conn(self):
         if self.conn is None:
@@ -169,7 +170,23 @@ def parse_sse(text):
 
 
 # ---- data builders --------------------------------------------------------------------------
+def model_handle(c, kind=""):
+    """A handle the server offers, as a script would pick one: the first of GET /v1/models/
+    (kind "") or GET /v1/models/embedding (kind "embedding"). The server refuses to create an
+    agent without a model; without an embedding its archival search is a plain text search.
+    Asked once per client."""
+    if kind not in c.models:
+        r = c.get("/v1/models/" + kind)
+        assert r.status == 200 and r.json, r
+        c.models[kind] = r.json[0]["handle"]
+    return c.models[kind]
+
+
 def make_agent(c, **body):
+    """POST /v1/agents/ with the first model and embedding handles the server lists (pass
+    model=... or embedding=None to change that)."""
+    body.setdefault("model", model_handle(c))
+    body.setdefault("embedding", model_handle(c, "embedding"))
     r = c.post("/v1/agents/", body)
     assert r.status == 200, r
     return r.json

@@ -4,13 +4,48 @@ and return (status, json_value) or a Stream; they raise ApiError for error answe
 letta_emulator.py does HTTP, auth, faults and schema checks around them. FIDELITY.md cites the
 server source for each behaviour."""
 
-from emu_core import (ALL_RELATIONSHIPS, ApiError, DEFAULT_USER_ID, SERVER_VERSION, Store, Stream,
-                       USER_ID_RX, is_1x_client)
+import datetime as dt
+import time
+
+from emu_core import (ALL_RELATIONSHIPS, ApiError, DEFAULT_ORG_ID, DEFAULT_USER_ID, SERVER_VERSION, Store,
+                      Stream, is_1_0_sdk_version)
 from api_agents import AgentsApi
 from api_archival import ArchivalApi
 from api_blocks import BlocksApi
 from api_identities import IdentitiesApi
 from api_messages import MessagesApi
+
+
+# services/helpers/agent_manager_helper.py:get_column_names_from_includes_params (the `include`
+# names and the legacy include_relationships names), as AgentState relationship names
+INCLUDE_COLUMNS = {
+    "agent.blocks": ("blocks", "tags"), "agent.identities": ("identities",), "agent.sources": ("sources",),
+    "agent.tags": ("tags",), "agent.tools": ("tools",),
+    "memory": ("blocks", "tags"), "identity_ids": ("identities",), "sources": ("sources",), "tags": ("tags",),
+    "tools": ("tools",),
+}
+GIT_MEMORY_TAG = "git-memory-enabled"     # services/block_manager_git.py:GIT_MEMORY_ENABLED_TAG
+
+
+def _file_defaults(context_window):
+    """utils.py:calculate_file_defaults_based_on_context_window."""
+    if not context_window:
+        return 5, 50000          # constants.py:DEFAULT_MAX_FILES_OPEN, DEFAULT_CORE_MEMORY_SOURCE_CHAR_LIMIT
+    for top, pair in ((8000, (3, 5000)), (32000, (5, 15000)), (128000, (10, 25000)), (200000, (10, 40000))):
+        if context_window <= top:
+            return pair
+    return 15, 40000
+
+
+def _model_settings(llm):
+    """schemas/llm_config.py:LLMConfig._to_model_settings for the openai endpoint type; the other
+    provider types are not emulated (null)."""
+    if llm.get("model_endpoint_type") != "openai":
+        return None
+    return {"max_output_tokens": llm.get("max_tokens") or 4096, "parallel_tool_calls": True,
+            "provider_type": "openai", "temperature": llm.get("temperature", 1.0),
+            "reasoning": {"reasoning_effort": llm.get("reasoning_effort") or "minimal"},
+            "response_format": None, "strict": bool(llm.get("strict"))}
 
 
 class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
@@ -21,11 +56,14 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
         self.rng = rng
         self.opt = options          # has run_delay_ms, flaky_block_list
         self.faults = faults
+        self.started = time.time()       # stands in for the default user's created_at
         for run in list(self.s.runs.values()):
             if run.pop("_resume", False):
                 self._finish_run(run["id"])
 
     def routes(self):
+        # Within one path the methods are in the server's declaration order: a 405 names the first
+        # route whose path matches (Starlette Router.app), e.g. PATCH for PUT /v1/agents/{id}.
         return [
             ("GET", "/v1/health/", self.health),
             ("GET", "/v1/ready/", self.health),
@@ -36,8 +74,8 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
             ("GET", "/v1/agents/", self.list_agents),
             ("POST", "/v1/agents/", self.create_agent),
             ("GET", "/v1/agents/count", self.count_agents),
-            ("GET", "/v1/agents/{agent_id}", self.get_agent),
             ("PATCH", "/v1/agents/{agent_id}", self.modify_agent),
+            ("GET", "/v1/agents/{agent_id}", self.get_agent),
             ("DELETE", "/v1/agents/{agent_id}", self.delete_agent),
             ("GET", "/v1/agents/{agent_id}/context", self.agent_context),
             # messages
@@ -49,6 +87,7 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
             ("PATCH", "/v1/agents/{agent_id}/messages/{message_id}", self.modify_message),
             # runs
             ("GET", "/v1/runs/", self.list_runs),
+            ("GET", "/v1/runs/active", self.list_active_runs),
             ("GET", "/v1/runs/{run_id}", self.get_run),
             ("DELETE", "/v1/runs/{run_id}", self.delete_run),
             ("GET", "/v1/runs/{run_id}/messages", self.run_messages),
@@ -59,9 +98,9 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
             ("GET", "/v1/blocks/", self.list_blocks),
             ("POST", "/v1/blocks/", self.create_block),
             ("GET", "/v1/blocks/count", self.count_blocks),
-            ("GET", "/v1/blocks/{block_id}", self.get_block),
             ("PATCH", "/v1/blocks/{block_id}", self.modify_block),
             ("DELETE", "/v1/blocks/{block_id}", self.delete_block),
+            ("GET", "/v1/blocks/{block_id}", self.get_block),
             ("GET", "/v1/blocks/{block_id}/agents", self.block_agents),
             ("PATCH", "/v1/blocks/{block_id}/identities/attach/{identity_id}", self.block_identity_attach),
             ("PATCH", "/v1/blocks/{block_id}/identities/detach/{identity_id}", self.block_identity_detach),
@@ -104,6 +143,29 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
             raise ApiError(404, "Agent not found with id=%s" % agent_id)
         return a
 
+    def _agent_by_id(self, agent_id):
+        """agent_manager.py:get_agent_by_id_async raises NoResultFound with this text (404)."""
+        a = self.s.agents.get(agent_id)
+        if a is None:
+            raise ApiError(404, "Agent with ID %s not found" % agent_id)
+        return a
+
+    def _agent_read(self, agent_id):
+        """The agent as AgentModel.read_async finds it (orm/sqlalchemy_base.py:read_async)."""
+        a = self.s.agents.get(agent_id)
+        if a is None:
+            raise ApiError(404, self._read_not_found("Agent", agent_id))
+        return a
+
+    def _read_not_found(self, model, ident):
+        """read_async's NoResultFound text: the query conditions, with the actor (the default user,
+        see _actor) printed as pydantic prints a User. The user's timestamps are the emulator's
+        start time (the server prints when its default user was created)."""
+        when = repr(dt.datetime.fromtimestamp(self.started, dt.timezone.utc))
+        actor = ("id='%s' organization_id='%s' name='default_user' created_at=%s updated_at=%s is_deleted=False"
+                 % (DEFAULT_USER_ID, DEFAULT_ORG_ID, when, when))
+        return "%s not found with id='%r', access level in ['read'] for actor='%s'" % (model, [ident], actor)
+
     def _block(self, block_id):
         b = self.s.blocks.get(block_id)
         if b is None:
@@ -139,22 +201,42 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
             out["tags"] = []
         return out
 
+    def _state_block(self, b):
+        """A block inside an AgentState or Memory: orm/block.py:Block.to_pydantic never loads the
+        tags relationship (lazy="raise"), so tags is the schema default []."""
+        return dict(self._render_block(b), tags=[])
+
     def _relationships(self, req):
-        """Which AgentState relationships to load (ENDPOINTS.md §2, legacy/1.x detection)."""
+        """Which AgentState relationships GET/list load. routers/v1/agents.py:retrieve_agent and
+        list_agents: no include_relationships from a 1.x SDK client means none;
+        orm/agent.py:Agent.to_pydantic_async decides what is loaded, and
+        services/helpers/agent_manager_helper.py:_apply_relationship_filters noloads what
+        get_column_names_from_includes_params leaves out (from `include` when given, else from
+        include_relationships)."""
         inc_rel = req.query.get("include_relationships")
-        include = req.query.get("include") or []
-        if inc_rel is None and not is_1x_client(req.headers):
-            return ALL_RELATIONSHIPS
-        names = set()
-        for item in list(inc_rel or []) + list(include):
-            item = item.replace("agent.", "")
-            if item in ("memory", "blocks"):
-                names.add("blocks")
-            elif item in ("identities", "identity_ids"):
-                names.add("identities")
-            else:
-                names.add(item)
-        return names
+        include = set(req.query.get("include") or [])
+        if inc_rel is None and is_1_0_sdk_version(req.headers):
+            inc_rel = []
+        if inc_rel is None:
+            wanted = set(ALL_RELATIONSHIPS)
+        else:
+            inc = set(inc_rel)
+            wanted = set()
+            if inc & {"tags", "memory"} or include & {"agent.tags", "agent.blocks"}:
+                wanted.add("tags")
+            if "memory" in inc or "agent.blocks" in include:
+                wanted.add("blocks")
+            if "identity_ids" in inc or "agent.identities" in include:
+                wanted.add("identities")
+            for name in ("tools", "sources"):
+                if name in inc or "agent." + name in include:
+                    wanted.add(name)
+        if inc_rel is None and not include:
+            return wanted
+        columns = set()
+        for item in (include if include else inc_rel):
+            columns.update(INCLUDE_COLUMNS.get(item, ()))
+        return wanted & columns
 
     def _identities_of_agent(self, agent_id):
         return [i for i in self.s.identities.values() if agent_id in i["agent_ids"]]
@@ -163,40 +245,35 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
         return [i for i in self.s.identities.values() if block_id in i["block_ids"]]
 
     def _llm_config(self, a):
-        return {"model": a["model"].split("/", 1)[-1], "display_name": None,
-                "model_endpoint_type": "openai", "model_endpoint": "http://127.0.0.1/emulator",
-                "provider_name": "letta", "provider_category": "base", "model_wrapper": None,
-                "context_window": 32000, "put_inner_thoughts_in_kwargs": False, "handle": a["model"],
-                "temperature": 0.7, "max_tokens": 4096, "enable_reasoner": False,
-                "reasoning_effort": None, "max_reasoning_tokens": 0, "effort": None,
-                "frequency_penalty": None, "compatibility_type": None, "verbosity": None,
-                "tier": None, "parallel_tool_calls": False, "response_format": None, "strict": False,
-                "return_logprobs": False, "top_logprobs": None, "return_token_ids": False,
-                "tool_call_parser": None}
+        return a["llm_config"]
 
     def _embedding_config(self, a=None):
-        handle = (a or {}).get("embedding") or "letta/emulator-embedding"
-        return {"embedding_endpoint_type": "openai", "embedding_endpoint": "http://127.0.0.1/emulator",
-                "embedding_model": handle.split("/", 1)[-1], "embedding_dim": 8,
-                "embedding_chunk_size": 300, "handle": handle, "batch_size": 32,
-                "azure_endpoint": None, "azure_version": None, "azure_deployment": None}
+        """The agent's EmbeddingConfig; None when it was created without an embedding
+        (server.py:create_agent_async only resolves one when a handle is given)."""
+        return (a or {}).get("embedding_config")
 
     def render_agent(self, a, rel):
-        blocks = [self._render_block(self.s.blocks[b]) for b in a["block_ids"] if b in self.s.blocks] \
+        """AgentState as orm/agent.py:Agent.to_pydantic_async builds it, `rel` naming the loaded
+        relationships (see _relationships)."""
+        blocks = [self._state_block(self.s.blocks[b]) for b in a["block_ids"] if b in self.s.blocks] \
             if "blocks" in rel else []
         idents = self._identities_of_agent(a["id"]) if "identities" in rel else []
+        tags = list(a["tags"]) if "tags" in rel else []
+        llm, emb = a["llm_config"], a.get("embedding_config")
+        # schemas/agent.py:AgentState.set_file_defaults_based_on_context_window
+        files_open, char_limit = _file_defaults(llm.get("context_window"))
         return {
-            "created_by_id": a["created_by_id"], "last_updated_by_id": a["created_by_id"],
+            "created_by_id": a["created_by_id"], "last_updated_by_id": a.get("last_updated_by_id", a["created_by_id"]),
             "created_at": a["created_at"], "updated_at": a["updated_at"],
             "id": a["id"], "name": a["name"], "tool_rules": [], "message_ids": list(a["message_ids"]),
-            "system": a["system"], "agent_type": a["agent_type"], "llm_config": self._llm_config(a),
-            "embedding_config": self._embedding_config(a), "model": a["model"],
-            "embedding": a["embedding"], "model_settings": None, "compaction_settings": None,
-            "response_format": None, "description": a["description"], "metadata": a["metadata"],
-            "memory": {"agent_type": a["agent_type"], "git_enabled": False, "blocks": blocks,
+            "system": a["system"], "agent_type": a["agent_type"], "llm_config": dict(llm),
+            "embedding_config": dict(emb) if emb else None, "model": llm.get("handle"),
+            "embedding": emb.get("handle") if emb else None, "model_settings": _model_settings(llm),
+            "compaction_settings": None, "response_format": None, "description": a["description"],
+            "metadata": a["metadata"],
+            "memory": {"agent_type": a["agent_type"], "git_enabled": GIT_MEMORY_TAG in tags, "blocks": blocks,
                        "file_blocks": [], "prompt_template": ""},
-            "blocks": blocks, "tools": [], "sources": [],
-            "tags": list(a["tags"]) if "tags" in rel else [],
+            "blocks": blocks, "tools": [], "sources": [], "tags": tags,
             "tool_exec_environment_variables": [], "secrets": [],
             "project_id": a["project_id"], "template_id": a["template_id"],
             "base_template_id": a["base_template_id"], "deployment_id": None, "entity_id": None,
@@ -205,7 +282,10 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
             "enable_sleeptime": a["enable_sleeptime"], "multi_agent_group": None, "managed_group": None,
             "last_run_completion": a["last_run_completion"],
             "last_run_duration_ms": a["last_run_duration_ms"], "last_stop_reason": a["last_stop_reason"],
-            "timezone": a["timezone"], "max_files_open": None, "per_file_view_window_char_limit": None,
+            "timezone": a["timezone"],
+            "max_files_open": files_open if a.get("max_files_open") is None else a["max_files_open"],
+            "per_file_view_window_char_limit": char_limit if a.get("per_file_view_window_char_limit") is None
+            else a["per_file_view_window_char_limit"],
             "hidden": a["hidden"],
         }
 
@@ -218,12 +298,10 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
                     descending=(order == "desc"), key_of_cursor=self._cursor)
 
     def _actor(self, req):
-        uid = req.headers.get("user_id")
-        if uid is None:
-            return DEFAULT_USER_ID
-        if not USER_ID_RX.match(uid):
-            raise ApiError(400, "Invalid user_id header: %r" % uid)
-        return uid
+        """The acting user. The user_id header's format is checked before routing reaches a handler
+        (letta_emulator.py, dependencies.py:get_headers); user_manager.py:get_actor_or_default_async
+        falls back to the default user for an id it does not know, and the emulator knows no users."""
+        return DEFAULT_USER_ID
 
     # =========================================================================================
     # §1 health

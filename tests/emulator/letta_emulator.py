@@ -26,7 +26,6 @@ import threading
 import time
 import traceback
 import urllib.parse
-import uuid
 from email.utils import formatdate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,7 +33,7 @@ sys.path.insert(0, HERE)
 
 import faults as faultlib  # noqa: E402
 from letta_api import Api, ApiError, Store, Stream  # noqa: E402
-from emu_core import COMPAT_SWITCHES  # noqa: E402
+from emu_core import COMPAT_SWITCHES, USER_ID_RX, UUID4_RX  # noqa: E402
 from schema_validator import Spec  # noqa: E402
 
 # Paths the password middleware lets through (ENDPOINTS.md §1), spelled exactly as the server does.
@@ -46,6 +45,11 @@ REASONS = {200: "OK", 307: "Temporary Redirect", 400: "Bad Request", 401: "Unaut
            422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable"}
 ERROR_BODY_SCHEMA = {"type": "object", "required": ["detail"]}
+# letta/schemas/enums.py:PrimitiveType values: the id prefixes app.py's 422 handler knows
+PRIMITIVES = {"agent", "message", "run", "job", "group", "block", "file", "source", "tool", "archive", "passage",
+              "provider", "model", "sandbox", "step", "identity", "conv", "mcp_server", "mcp-oauth", "file_agent",
+              "sandbox-env", "agent-env", "user", "org", "tool_rule"}
+REDIRECT_SAFE = ":/%#?=@[]!$&'()*+,;"   # starlette/responses.py:RedirectResponse quotes Location with it
 MAX_BODY = 32 * 1024 * 1024
 
 
@@ -56,9 +60,9 @@ def dumps(value):
 
 class Request:
     __slots__ = ("method", "target", "path", "raw_query", "query", "headers", "body", "json",
-                 "params", "path_params", "route")
+                 "params", "path_params", "route", "local")
 
-    def __init__(self, method, target, headers, body):
+    def __init__(self, method, target, headers, body, local=("127.0.0.1", 0)):
         self.method = method
         self.target = target
         path, _, raw_query = target.partition("?")
@@ -71,6 +75,7 @@ class Request:
         self.params = {}
         self.path_params = {}
         self.route = None
+        self.local = local          # (host, port) the request came in on: ASGI scope["server"]
 
 
 class Reply:
@@ -124,26 +129,88 @@ class Emulator:
         return found
 
     def route(self, req, path):
-        """Returns (Route, match) or a Reply for 307/404/405, as Starlette would answer."""
+        """Returns (Route, match) or a Reply for 307/404/405, as Starlette's Router.app answers: the
+        first route matching path and method runs (a HEAD runs a GET route: Route adds HEAD to
+        GET's methods); else the first route matching the path alone answers 405 with its methods
+        in Allow (a set: the server's order of "GET, HEAD" varies by process); else, when the
+        other trailing-slash spelling (all trailing slashes stripped, or one added) matches any
+        route, a 307 to it; else 404."""
+        method = "GET" if req.method == "HEAD" else req.method
         found = self.match(path)
-        if not found:
-            alt = path[:-1] if path.endswith("/") else path + "/"
-            if alt != "" and self.match(alt):
-                # redirect_slashes: 307 to the other spelling (clients may drop the body)
-                host = req.headers.get("host", "127.0.0.1")
-                full = req.path[:-1] if req.path.endswith("/") else req.path + "/"
-                loc = "http://%s%s%s" % (host, urllib.parse.quote(full),
-                                           ("?" + req.raw_query) if req.raw_query else "")
-                return Reply(307, raw=b"", headers={"location": loc})
-            return Reply(404, {"detail": "Not Found"})
         for r, m in found:
-            if r.method == req.method:
+            if r.method == method:
                 return r, m
-        allow = ", ".join(sorted({r.method for r, _ in found}))
-        return Reply(405, {"detail": "Method Not Allowed"}, headers={"allow": allow})
+        if found:
+            first = found[0][0].method
+            return Reply(405, {"detail": "Method Not Allowed"},
+                         headers={"allow": "GET, HEAD" if first == "GET" else first})
+        if path != "/":
+            alt = path.rstrip("/") if path.endswith("/") else path + "/"
+            if self.match(alt):
+                return Reply(307, raw=b"", headers={"location": self.redirect_location(req)})
+        return Reply(404, {"detail": "Not Found"})
+
+    def redirect_location(self, req):
+        """starlette/datastructures.py:URL(scope=...) of the other spelling: the scheme (https under
+        --tls-cert, as uvicorn sets it with TLS), the Host header (else the address the request
+        came in on), the decoded path and the raw query; quoted by RedirectResponse."""
+        scheme = "https" if self.args.tls_cert else "http"
+        path = req.path.rstrip("/") if req.path.endswith("/") else req.path + "/"
+        host = req.headers.get("host")
+        if host is None:
+            addr, port = req.local[0], req.local[1]
+            host = addr if port == {"http": 80, "https": 443}[scheme] else "%s:%d" % (addr, port)
+        url = "%s://%s%s" % (scheme, host, path)
+        if req.raw_query:
+            url += "?" + req.raw_query
+        return urllib.parse.quote(url, safe=REDIRECT_SAFE)
 
     # --- validation (FastAPI-style 422) ---------------------------------------------------
+    def has_body(self, route):
+        schema, _ = self.spec.request_schema(route.method, route.template)
+        return schema is not None and route.template != "/v1/agents/{agent_id}/messages/{message_id}"
+
+    def parse_body(self, req, route):
+        """fastapi/routing.py:get_request_handler reads a JSON body before any dependency or
+        parameter is looked at: bad JSON is a 422 with that one error, undecodable bytes a 400."""
+        if not self.has_body(route) or not req.body:
+            return None
+        try:
+            req.json = json.loads(req.body.decode("utf-8"))
+        except UnicodeDecodeError:
+            return Reply(400, {"detail": "There was an error parsing the body"})
+        except ValueError as e:
+            return self.reply_422([{"type": "json_invalid", "loc": ("body", getattr(e, "pos", 0)),
+                                    "msg": "JSON decode error", "input": {},
+                                    "ctx": {"error": getattr(e, "msg", str(e))}}])
+        return None
+
+    @staticmethod
+    def reply_422(errors):
+        """app.py:custom_request_validation_handler: detail is repr() of the error list; path ids
+        that break their pattern or length read "String should match pattern '<prefix>-{uuid4}'"
+        and add an example id. trace_id is the OpenTelemetry trace id, "" on a server without
+        tracing (the default: no LETTA_OTEL_EXPORTER_OTLP_ENDPOINT)."""
+        examples = set()
+        for err in errors:
+            loc = err.get("loc", ())
+            if len(loc) != 2 or loc[0] != "path" or not str(loc[1]).endswith("_id"):
+                continue
+            primitive = loc[1][:-3]
+            if err["type"] in ("string_pattern_mismatch", "string_too_short", "string_too_long") \
+                    and primitive in PRIMITIVES:
+                err["msg"] = "String should match pattern '%s-{uuid4}'" % primitive
+                err["ctx"] = {"pattern": "^%s-%s$" % (primitive, UUID4_RX)}
+                err["type"] = "string_pattern_mismatch"
+                examples.add("%s-123e4567-e89b-42d3-8456-426614174000" % primitive)
+        body = {"trace_id": "", "detail": repr(errors)}
+        if examples:
+            body["examples"] = sorted(examples)
+        return Reply(422, body)
+
     def validate_request(self, req, route, match):
+        """Path, query and body checks in FastAPI's order (request_params_to_args, then the body);
+        a handler's precheck_<name> runs the model's own validators first (they may answer)."""
         errors = []
         params = self.spec.parameters(route.method, route.template)
         for p in params:
@@ -168,20 +235,16 @@ class Emulator:
                 errors += self.spec.validate(value, schema, ("query", name))
                 req.params[name] = value
         schema, required = self.spec.request_schema(route.method, route.template)
-        if schema is not None and route.template != "/v1/agents/{agent_id}/messages/{message_id}":
+        if self.has_body(route):
             if not req.body:
                 if required:
                     errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
             else:
-                try:
-                    req.json = json.loads(req.body.decode("utf-8"))
-                except (ValueError, UnicodeDecodeError) as e:
-                    errors.append({"type": "json_invalid", "loc": ("body", getattr(e, "pos", 0)),
-                                   "msg": "JSON decode error", "input": {}, "ctx": {"error": str(e)}})
-                else:
-                    errors += self.spec.validate(req.json, schema, ("body",))
+                precheck = getattr(self.api, "precheck_" + route.handler.__name__, None)
+                extra = precheck(req.json) if precheck is not None and isinstance(req.json, dict) else []
+                errors += self.spec.validate(req.json, schema, ("body",)) + extra
         if errors:
-            return Reply(422, {"trace_id": uuid.uuid4().hex, "detail": repr(errors)})
+            return self.reply_422(errors)
         return None
 
     # --- one request ----------------------------------------------------------------------
@@ -210,7 +273,19 @@ class Emulator:
             return routed, fault
         route, match = routed
         req.route = route
-        bad = self.validate_request(req, route, match)
+        bad = self.parse_body(req, route)
+        if bad is not None:
+            return bad, fault
+        # dependencies.py:get_headers, a dependency of every route but health and ready, checks
+        # the user_id header before the parameters are validated
+        uid = req.headers.get("user_id")
+        if uid is not None and route.handler != self.api.health and not USER_ID_RX.match(uid):
+            return Reply(400, {"detail": "INVALID_ARGUMENT: Invalid user ID format: %s. Expected format: "
+                                         "'user-<uuid4>'" % uid}), fault
+        try:
+            bad = self.validate_request(req, route, match)
+        except ApiError as e:
+            return Reply(e.status, {"detail": e.detail}, headers=e.headers), fault
         if bad is not None:
             return bad, fault
         try:
@@ -405,6 +480,10 @@ class Handler(socketserver.BaseRequestHandler):
                 self.tls_failed = True
         self.sock.settimeout(self.server.idle_timeout)
         self.rfile = self.sock.makefile("rb", buffering=65536)
+        try:
+            self.local = self.sock.getsockname()[:2]
+        except OSError:
+            self.local = ("127.0.0.1", 0)
 
     def finish(self):
         try:
@@ -468,7 +547,7 @@ class Handler(socketserver.BaseRequestHandler):
             body = self.rfile.read(n)
             if len(body) < n:
                 raise ConnectionClosed()
-        return Request(method, target, headers, body), keep_alive
+        return Request(method, target, headers, body, self.local), keep_alive
 
     def read_chunked(self):
         out = []
@@ -560,6 +639,8 @@ class Handler(socketserver.BaseRequestHandler):
                 self.sock.shutdown(socket.SHUT_WR)
             return False
         emu.record(req, reply.status, fault, t0, schema_ok)
+        if req.method == "HEAD":          # uvicorn sends the headers of the GET answer, no body
+            body = b""
         self.sock.sendall(self.head(reply.status, headers, keep_alive) + body)
         return True
 
@@ -636,7 +717,7 @@ def parse_args(argv=None):
     ap.add_argument("--state-file", default=None, help="JSON file the state is loaded from and saved to")
     ap.add_argument("--faults", default=None, help="fault rules, e.g. 'kind=503,times=2,route=GET /v1/agents/*'")
     ap.add_argument("--run-delay-ms", type=float, default=200,
-                    help="async runs: running after half of it, completed after it (default 200)")
+                    help="async runs: the turn runs (and the run ends) after it (default 200)")
     ap.add_argument("--flaky-block-list", type=float, default=0.0,
                     help="GET /v1/blocks/ silently drops this fraction of the rows (0..1)")
     ap.add_argument("--seed", type=int, default=None, help="seed for fault probabilities and flaky lists")
@@ -644,9 +725,9 @@ def parse_args(argv=None):
     ap.add_argument("--log-requests", action="store_true", help="print one line per request on stderr")
     ap.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve HTTPS instead of HTTP")
     ap.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (default: in the cert file)")
-    ap.add_argument("--models", default="openai/gpt-4o-mini,openai/gpt-4o,letta/emulator-echo",
+    ap.add_argument("--models", default="openai/gpt-4o-mini,openai/gpt-4o",
                     help="comma-separated LLM handles GET /v1/models/ lists and agent create accepts")
-    ap.add_argument("--embedding-models", default="openai/text-embedding-3-small,letta/emulator-embedding",
+    ap.add_argument("--embedding-models", default="openai/text-embedding-3-small",
                     help="comma-separated embedding handles GET /v1/models/embedding lists")
     ap.add_argument("--compat", default="",
                     help="comma-separated behaviours of other server versions to imitate (see README.md)")

@@ -201,9 +201,10 @@ class RunDelayTest(unittest.TestCase):
                 if status == "completed":
                     break
                 time.sleep(0.02)
-            self.assertEqual(sorted(first_seen, key=first_seen.get), ["created", "running", "completed"])
-            # only lower bounds: a busy machine may be late, never early
-            self.assertGreaterEqual(first_seen["running"], 0.45)
+            # the background turn takes the run from created to its end (api_messages.py cites
+            # routers/v1/agents.py:_process_message_background)
+            self.assertEqual(sorted(first_seen, key=first_seen.get), ["created", "completed"])
+            # only a lower bound: a busy machine may be late, never early
             self.assertGreaterEqual(first_seen["completed"], 0.95)
             c.close()
         finally:

@@ -29,12 +29,13 @@ class RequestValidationTest(EmulatorTestCase):
         self.assert422(self.c.post("/v1/agents/%s/messages" % a["id"],
                                    {"messages": [{"role": "user", "content": "x", "type": "bogus"}]}), "type")
 
-    def test_message_that_is_not_a_message_create_is_an_approval_and_refused(self):
-        # {"role": "robot"} fails MessageCreate but fits ApprovalCreate (every field optional)
+    def test_message_with_an_unknown_role_is_422(self):
+        """schemas/letta_request.py:LettaRequest.add_default_type_to_messages gives it type
+        "message", so MessageCreate's role literal refuses it (and the other union members their
+        type literal)."""
         a = make_agent(self.c)
         r = self.c.post("/v1/agents/%s/messages" % a["id"], {"messages": [{"role": "robot", "content": "x"}]})
-        self.assertEqual(r.status, 400)
-        self.assertIn("approval", r.json["detail"])
+        self.assert422(r, "'type': 'literal_error'", "'input': 'robot'")
 
     def test_body_that_is_not_json_or_missing(self):
         r = self.c.post("/v1/blocks/", b"{not json", headers={"Content-Type": "application/json"})
@@ -74,7 +75,9 @@ class WorkflowSchemaTest(EmulatorTestCase):
             i = make_identity(c, "wf-%d" % len(headers), agent_ids=[a["id"]], block_ids=[b["id"]],
                               properties=[{"key": "k", "value": {"a": 1}, "type": "json"}])
             base = "/v1/agents/" + a["id"]
-            for path in ("/v1/agents/", base, base + "/context", base + "/core-memory",
+            c.patch(base, {"description": "d", "tags": ["x", "y"], "model": "openai/gpt-4o"}, headers=headers)
+            for path in ("/v1/models/", "/v1/models/embedding", "/v1/agents/count",
+                         "/v1/agents/", base, base + "/context", base + "/core-memory",
                          base + "/core-memory/blocks", base + "/core-memory/blocks/human",
                          "/v1/blocks/", "/v1/blocks/count", "/v1/blocks/" + b["id"],
                          "/v1/blocks/%s/agents" % b["id"], "/v1/identities/", "/v1/identities/count",
