@@ -29,7 +29,7 @@ static const char *progname = PROGNAME;
 static int interactive_tty = 0; /* stdin is a terminal: prompts, line editing, history */
 
 /* ---------------------------------------------------------------------------------------------
- * Interruption (Ctrl-C) */
+ * Interruption (Ctrl-C, and SIGTERM the same way, so a script's cleanup runs when it is stopped) */
 
 static void lstop(lua_State *L, lua_Debug *ar) {
   (void)ar;
@@ -39,7 +39,7 @@ static void lstop(lua_State *L, lua_Debug *ar) {
 
 static void laction(int sig) {
   int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
-  signal(sig, SIG_DFL); /* a second Ctrl-C kills the process */
+  signal(sig, SIG_DFL); /* a second Ctrl-C (or SIGTERM) kills the process */
   lua_sethook(globalL, lstop, flag, 1);
 }
 
@@ -100,15 +100,18 @@ static int report(lua_State *L, int status) {
   return status;
 }
 
-/* Runs the function below its narg arguments, with the message handler and Ctrl-C enabled. */
+/* Runs the function below its narg arguments, with the message handler and Ctrl-C (SIGINT and
+ * SIGTERM) enabled. */
 static int docall(lua_State *L, int narg, int nres) {
   int base = lua_gettop(L) - narg;
   lua_pushcfunction(L, lh_traceback);
   lua_insert(L, base);
   globalL = L;
   signal(SIGINT, laction);
+  signal(SIGTERM, laction);
   int status = lua_pcall(L, narg, nres, base);
   signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   lua_remove(L, base);
   return status;
 }

@@ -247,22 +247,24 @@ describe("scripts/check-server.lua", function()
                    r.stderr)
     end)
 
-    it("deletes what it made when interrupted with Ctrl-C", function()
-      emu:config{ latency_ms = 20 }
-      local p = start(emu.url)
-      wait_for(emu, "POST", "/v1/agents/[^/]+/archival%-memory")
-      p:kill("INT")
-      assert.equal(130, p:wait())
-      assert.matches("\ncheck%-server: interrupted\n$", "\n" .. p:stderr())
-      assert.equal(1, emu:count("POST", "/v1/agents/"))
-      assert_clean(emu)
-    end)
+    for _, sig in ipairs{ "INT", "TERM" } do
+      it("deletes what it made when interrupted with SIG" .. sig, function()
+        emu:config{ latency_ms = 20 }
+        local p = start(emu.url)
+        wait_for(emu, "POST", "/v1/agents/[^/]+/archival%-memory")
+        p:kill(sig)
+        assert.equal(130, p:wait())
+        assert.matches("\ncheck%-server: interrupted\n$", "\n" .. p:stderr())
+        assert.equal(1, emu:count("POST", "/v1/agents/"))
+        assert_clean(emu)
+      end)
+    end
 
-    it("after a run killed with SIGTERM, the next run deletes what it left", function()
+    it("after a run killed with SIGKILL, the next run deletes what it left", function()
       emu:config{ latency_ms = 20 }
       local p = start(emu.url)
       wait_for(emu, "POST", "/v1/agents/[^/]+/messages/stream")
-      p:kill("TERM")
+      p:kill("KILL")
       p:wait()
       local s = emu:state()
       assert.equal(1, #s.agents)
