@@ -822,8 +822,8 @@ class MessagesApi:
             return 200, self._render_run(self._run_by_id(req.path_params["run_id"]))
 
     def list_active_runs(self, req):
-        """routers/v1/runs.py:list_active_runs (GET /v1/runs/active, registered before /{run_id};
-        not routed yet): created/running runs, newest first, at most 100."""
+        """routers/v1/runs.py:list_active_runs (GET /v1/runs/active, registered before /{run_id}):
+        created/running runs, newest first, at most 100."""
         q = req.query
         agent_id = (q.get("agent_id") or [None])[-1]
         background = (q.get("background") or [None])[-1]

@@ -43,6 +43,20 @@ class RunsTest(EmulatorTestCase):
         return r.json["messages"][0]["run_id"]
 
     # --- async runs ----------------------------------------------------------------------------
+    def test_active_runs_lists_unfinished_runs_newest_first(self):
+        """routers/v1/runs.py:list_active_runs: run_manager.list_runs with statuses created/running,
+        the agent_id filter and limit 100, newest first; finished runs are gone from it."""
+        first, second = self.async_run("one"), self.async_run("two")
+        self.sync_run_id()                                  # finished at once: never active
+        active = self.c.get("/v1/runs/active").json
+        self.assertEqual([r["id"] for r in active], [second["id"], first["id"]])
+        other = make_agent(self.c)
+        self.assertEqual(self.c.get("/v1/runs/active", query={"agent_id": other["id"]}).json, [])
+        self.assertEqual(len(self.c.get("/v1/runs/active", query={"agent_id": self.agent["id"]}).json), 2)
+        wait_run(self.c, first["id"])
+        wait_run(self.c, second["id"])
+        self.assertEqual(self.c.get("/v1/runs/active").json, [])
+
     def test_async_run_goes_from_created_to_completed_without_running(self):
         """routers/v1/agents.py:send_message_async creates the run (created) and
         _process_message_background only ever sets the terminal status."""
