@@ -67,7 +67,10 @@ emu_start() {
 emu_admin() { curl -sf -X POST "$EMU_URL$1" -H 'Content-Type: application/json' -d "$2"; }
 
 emu_agent() {
+  local model
   emu_admin /_emulator/reset '{}' >/dev/null
-  emu_admin /v1/agents/ '{"name":"bench","memory_blocks":[]}' |
+  # a model handle the server lists, as on a real server (Letta refuses an agent without one)
+  model=$(curl -sf "$EMU_URL/v1/models/" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["handle"])') || return 1
+  emu_admin /v1/agents/ "{\"name\":\"bench\",\"model\":\"$model\",\"memory_blocks\":[]}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
 }

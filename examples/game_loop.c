@@ -14,7 +14,7 @@ static const char *script =
     "local client = letta.client()\n"
     "status, chunks = 'starting', 0\n"
     "letta.spawn(function()\n"
-    "  local agent = client.agents:create{ name = 'npc' }\n"
+    "  local agent = client.agents:create{ name = 'npc', model = client.models:pick() }\n"
     "  local chat = letta.spawn(function()\n"
     "    reply = client.agents.messages:create(agent.id, 'Hello, innkeeper!').messages\n"
     "  end)\n"

@@ -1,7 +1,8 @@
 -- The demo workflow (run by scripts/demo.sh): an agent, two users onboarded, a streamed chat as
 -- each, proof that each persona was attached only during its own send, a sample of archival
 -- memory imported and searched, then doctor.
--- Runs against LETTA_BASE_URL; on a real server it cleans up what it created.
+-- Runs against LETTA_BASE_URL (the model from GET /v1/models/, or LETTA_MODEL); on a real server it
+-- cleans up what it created.
 local letta = require "letta"
 
 local client = letta.client()
@@ -19,12 +20,19 @@ local function labels(agent_id)
 end
 
 say("server: %s (Letta %s)", client.base_url, client.health:check().version)
+-- A model the server serves (LETTA_MODEL if set and listed, else the first listed), and an
+-- embedding model when it lists one (LETTA_EMBEDDING likewise): Letta refuses an agent without a model.
+local model = client.models:pick()
+local embedding
+if os.getenv("LETTA_EMBEDDING") or #(client.models.embedding:list() or {}) > 0 then
+  embedding = client.models.embedding:pick()
+end
 local agent = client.agents:create{
-  name = "lettash-demo",
+  name = "lettash-demo", model = model, embedding = embedding,
   memory_blocks = { { label = "human", value = "The people I talk to." },
                     { label = "persona", value = "A helpful assistant." } },
 }
-say("agent:  %s, core memory [%s]", agent.id, labels(agent.id))
+say("agent:  %s (%s), core memory [%s]", agent.id, model, labels(agent.id))
 
 for _, u in ipairs({ { "demo_alice", "Alice", { tea = "green" } }, { "demo_bob", "Bob", { tea = "black" } } }) do
   local r = users:onboard(u[1], { name = u[2], preferences = u[3] })

@@ -4,6 +4,8 @@
 # each persona attached only during its own send, import a sample of archival memory and search
 # it, run doctor. Without LETTA_BASE_URL it runs
 # against the bundled emulator, started here and stopped at the end; with it, against that server.
+# The agent gets a model the server lists (GET /v1/models/): LETTA_MODEL (and LETTA_EMBEDDING)
+# choose one, else the first listed is used.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

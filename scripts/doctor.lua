@@ -1,6 +1,7 @@
 -- Checks the setup: the server, the credentials, the store, every recorded identity and persona
 -- block (by id, never by listing), attachments left behind by interrupted chats, and records whose
--- server objects are gone. With --fix, heals what it can.
+-- server objects are gone. With --fix, heals what it can. (Whether the server behaves as lettash
+-- expects is scripts/check-server.lua's question; doctor points to it.)
 local cli = require "letta.cli"
 
 cli.main{
@@ -10,7 +11,9 @@ cli.main{
     .. "persona block (retrieved by id), persona blocks left attached by an interrupted chat, and\n"
     .. "records whose server objects vanished. --fix heals what it finds.",
   notes = "Exit status: 0 when everything is healthy (after --fix, when every problem was fixed),\n"
-    .. "2 when problems remain, 1 when doctor itself could not run.",
+    .. "2 when problems remain, 1 when doctor itself could not run.\n"
+    .. "Doctor checks the server's version, not its behaviour: to check that the server is the Letta\n"
+    .. "lettash expects (the behaviours its workflows rely on), run bin/lettash scripts/check-server.lua.",
   options = { { "fix", help = "heal what it finds" } },
   args = { max = 0 },
   run = function(cx)

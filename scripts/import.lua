@@ -13,7 +13,8 @@ cli.main{
     .. "reported by number and skipped, never sent.",
   notes = "Exactly once: every item is journalled in the local store before it is sent; after an\n"
     .. "ambiguous failure the importer looks for the item's unique tag (lettash-import:<hash>)\n"
-    .. "before sending it again. Exit status: 0 when every good item landed, 2 when some failed.",
+    .. "among the passages that hold its text before sending it again. Exit status: 0 when every\n"
+    .. "good item landed, 2 when some failed.",
   options = {
     { "format", arg = "FORMAT", help = "jsonl (default; csv for *.csv, text for *.txt), csv or text" },
     { "tags", arg = "A,B", help = "tags added to every passage" },

@@ -80,9 +80,11 @@ end
 
 -- Whether a failed attempt may be repeated. A request that may have reached the server is only
 -- repeated when repeating it cannot duplicate anything (the method is safe, or the caller says so).
-local function should_retry(err, headers, safe)
+-- retry_500 = false: a 500 is an answer, not a hiccup (Letta answers 500 for some bad requests).
+local function should_retry(err, headers, safe, retry_500)
   local hint = headers["x-should-retry"]
   if hint == "false" then return false end
+  if err.status == 500 and retry_500 == false then return false end
   if err.status == 0 then
     if err.code == "connect" or err.code == "resolve" then return true end -- nothing was sent
     return safe and (err.code == "timeout" or err.code == "reset")
@@ -124,9 +126,10 @@ end
 
 local NO_OPTS = {}
 
--- client:request(method, path, {query=, body=, timeout=, headers=, safe=, stream=}) -> value
+-- client:request(method, path, {query=, body=, timeout=, headers=, safe=, retry_500=, stream=}) -> value
 -- Sends one API call (with retries) and returns the decoded JSON answer (nil for a JSON null).
 -- With stream = true, returns the open request once its answer has started (see stream()).
+-- retry_500 = false: a 500 is raised at once, even for a safe method.
 function Client:request(method, path, opts)
   opts = opts or NO_OPTS
   local url = self.base_url .. path
@@ -139,7 +142,7 @@ function Client:request(method, path, opts)
   while true do
     local ok, res, headers = attempt(self, method, url, path, body, opts.headers, timeout_ms, not safe, opts.stream)
     if ok then return res end
-    if tries >= self.max_retries or not should_retry(res, headers, safe) then
+    if tries >= self.max_retries or not should_retry(res, headers, safe, opts.retry_500) then
       res.attempts = tries + 1
       error(res, 2)
     end
@@ -155,10 +158,11 @@ for _, m in ipairs({ "GET", "POST", "PUT", "PATCH", "DELETE" }) do
 end
 
 -- ---------------------------------------------------------------------------------------------
--- Pagination: Letta lists are bare arrays paged by cursor (after = id of the last item); the end is
--- an empty page.
+-- Pagination: Letta lists are bare arrays paged by cursor (after = id of the last item, in the
+-- list's own order); the end is an empty page. Messages and passages page differently: see
+-- resources.lua.
 
--- client:pages(path, query) -> iterator over every item of every page.
+-- client:each_item(path, query) -> iterator over every item of every page.
 function Client:each_item(path, query)
   local q = {}
   for k, v in pairs(query or {}) do q[k] = v end

@@ -2,7 +2,8 @@
 -- once, resumable. Each item has a stable key (its position and a hash of its content); the store
 -- journals it as pending before it is sent and done (with the passage id) after. When a send ends
 -- ambiguously (reset, timeout, 5xx: the server may have committed it) the importer looks for the
--- item's unique tag before sending again, and deletes any duplicate it finds.
+-- item's unique tag (among the passages that hold its text: see needle) before sending again, and
+-- deletes any duplicate it finds.
 local json = require "letta.json"
 local errors = require "letta.errors"
 local loop = require "letta.loop"
@@ -182,6 +183,33 @@ _M.readers = { jsonl = jsonl_reader, csv = csv_reader, text = text_reader }
 -- ---------------------------------------------------------------------------------------------
 -- The import
 
+-- What to look for an item with, after an ambiguous failure: a piece of its text for the passage
+-- list's `search`, whose results are then picked out by the item's unique tag.
+-- Not passages:search: Letta 0.16.8 takes the top_k passages nearest to the query first and
+-- applies the tag filter after (agent_manager.py:query_agent_passages_async), so among many
+-- near-identical passages the tagged one can fall outside top_k and never be returned; a bigger
+-- top_k only moves the limit, and a blank query returns nothing. The list's `search` is a plain
+-- case-insensitive substring match on the text, with no embedding involved
+-- (helpers/agent_manager_helper.py:build_agent_passage_query, reached through
+-- server.py:get_agent_archival_async): every passage holding the piece is listed, the item's own
+-- among them, however many look alike (they are paged through). The piece is the longest run
+-- without '\' (PostgreSQL's LIKE reads it as an escape; '%' and '_' are wildcards there, which only
+-- widen the match), cut to 512 bytes at a character boundary so that the URL stays short.
+local NEEDLE_MAX = 512
+local function needle(text)
+  local best = ""
+  for run in text:gmatch("[^\\]+") do
+    if #run > #best then best = run end
+  end
+  if #best > NEEDLE_MAX then
+    local cut = NEEDLE_MAX + 1
+    while cut > 1 and best:byte(cut) >= 0x80 and best:byte(cut) < 0xC0 do cut = cut - 1 end
+    best = best:sub(1, cut - 1)
+  end
+  return best
+end
+_M.needle = needle
+
 local function item_key(agent_id, ordinal, item)
   local h = core.hash(table.concat({ agent_id, tostring(ordinal), item.text, table.concat(item.tags or {}, "\31"),
                                      item.created_at or "" }, "\0"))
@@ -303,9 +331,8 @@ function _M.run(opts)
 
   -- The passage(s) an earlier attempt left on the server, found by the item's unique tag.
   local function landed(it)
-    local r = passages:search(agent_id, { query = it.text:sub(1, 200), tags = { it.marker }, top_k = 10 })
     local found = {}
-    for _, p in ipairs(r.results or {}) do
+    for p in passages:each(agent_id, { search = needle(it.text), limit = 100 }) do
       for _, t in ipairs(p.tags or {}) do
         if t == it.marker then found[#found + 1] = p.id break end
       end

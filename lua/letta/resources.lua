@@ -1,13 +1,16 @@
 -- The resources of the Letta API, as the notes' SDK names them (with the newer names as aliases):
--- health, agents (+ messages, blocks, passages, identities), runs, blocks (+ identities),
--- identities. Each method is a thin map from arguments to one call of client:request; the paths
--- keep Letta's exact trailing slashes (/v1/blocks/ but /v1/agents/{id}/messages).
+-- health, models (+ embedding), agents (+ messages, blocks, passages, identities), runs, blocks
+-- (+ identities), identities (+ agents, blocks). Each method is a thin map from arguments to one
+-- call of client:request; the paths keep Letta's exact trailing slashes (/v1/blocks/ but
+-- /v1/agents/{id}/messages). Where Letta 0.16.8 answers a request with a 500 or a confusing 400,
+-- the request is refused here first, with one clear line.
 local json = require "letta.json"
 local loop = require "letta.loop"
 local errors = require "letta.errors"
 local clientlib = require "letta.client"
 
-local type, pairs, ipairs, setmetatable, error, string, table = type, pairs, ipairs, setmetatable, error, string, table
+local type, pairs, ipairs, setmetatable, error, pcall, next, string, table, os, utf8 =
+  type, pairs, ipairs, setmetatable, error, pcall, next, string, table, os, utf8
 local check_id, check_table, escape = clientlib.check_id, clientlib.check_table, clientlib.escape
 
 local _M = {}
@@ -44,9 +47,10 @@ local function linking(methods, prefix, what_a, what_b)
   end
 end
 
--- A resource: methods get `self._c`, the client.
-local function resource(client, methods)
-  return setmetatable({ _c = client }, { __index = methods })
+-- A resource: methods get `self._c`, the client. call (optional) makes it callable too, so that
+-- client.identities.blocks:list(id) and the older client.identities:blocks(id) both work.
+local function resource(client, methods, call)
+  return setmetatable({ _c = client }, { __index = methods, __call = call })
 end
 
 -- Adds list(query) and each(query) for a collection path built by path_of(self, ...).
@@ -66,6 +70,44 @@ local Health = {}
 function Health:check() return self._c:get("/v1/health/") end
 
 -- ---------------------------------------------------------------------------------------------
+-- Models: the handles (provider/name) an agent can be created with. Letta 0.16.8 refuses an agent
+-- without a model (400), a handle without a provider (400) and one it does not serve (404).
+local Models, EmbeddingModels = {}, {}
+function Models:list(query)
+  return self._c:get("/v1/models/", { query = check_table(query, 1, "list", true) })
+end
+function EmbeddingModels:list() return self._c:get("/v1/models/embedding") end
+
+-- The handle to use: `wanted` (else the environment variable `env`) when the server lists it, else
+-- the first one listed. A letta.Error (code "no_model") when there is none to use.
+local function pick(self, wanted, env, path)
+  if wanted ~= nil and type(wanted) ~= "string" then
+    error("bad argument #1 to 'pick' (model handle expected, got " .. type(wanted) .. ")", 3)
+  end
+  if wanted == nil or wanted == "" then wanted = os.getenv(env) end
+  if wanted == "" then wanted = nil end
+  local first
+  for _, m in ipairs(self:list() or {}) do
+    if type(m) == "table" and type(m.handle) == "string" then
+      if m.handle == wanted then return wanted end
+      first = first or m.handle
+    end
+  end
+  if wanted or not first then
+    error(errors.new{ status = 0, code = "no_model", method = "GET", path = path, retryable = false,
+                      message = wanted and ("the server does not list the model " .. wanted)
+                                or "the server lists no model (configure a provider on the server)" }, 3)
+  end
+  return first
+end
+
+-- models:pick([handle]) -> an LLM handle the server serves: handle (default $LETTA_MODEL) if it is
+-- listed, else the first one listed. models.embedding:pick([handle]): the same for embedding
+-- models ($LETTA_EMBEDDING).
+function Models:pick(wanted) return pick(self, wanted, "LETTA_MODEL", "/v1/models/") end
+function EmbeddingModels:pick(wanted) return pick(self, wanted, "LETTA_EMBEDDING", "/v1/models/embedding") end
+
+-- ---------------------------------------------------------------------------------------------
 local Agents = {}
 listing(Agents, function(self, fname, query)
   return "/v1/agents/", check_table(query, 1, fname, true)
@@ -78,8 +120,49 @@ function Agents:context(id)
   check_id(id, 1, "context", "agent id")
   return self._c:get("/v1/agents/" .. escape(id) .. "/context")
 end
+-- Letta 0.16.8 answers 500 for an agent name outside ^[\w '\-]+$ (schemas/agent.py:
+-- CreateAgent.validate_name). Python's \w is Unicode (letters and digits of any script, and '_'):
+-- ASCII is checked exactly; beyond it only characters that are surely not \w are refused, so that
+-- no valid name is: these ranges (punctuation, symbols, emoji, combining marks, odd spaces, private
+-- use), each checked against Python's re, hold no \w character.
+local NOT_WORD = {
+  0x80, 0xA9, 0xAB, 0xB1, 0xB4, 0xB4, 0xB6, 0xB8, 0xBB, 0xBB, 0xBF, 0xBF, 0xD7, 0xD7, 0xF7, 0xF7,
+  0x300, 0x36F, 0x2000, 0x206F, 0x209D, 0x20FF, 0x218A, 0x245F, 0x249C, 0x24E9, 0x2500, 0x2775,
+  0x2794, 0x2BFF, 0x2E00, 0x2E2E, 0x2E30, 0x2E7F, 0x3000, 0x3004, 0x3008, 0x3020, 0x302A, 0x3030,
+  0x3036, 0x3037, 0x303D, 0x303F, 0xE000, 0xF8FF, 0xFE00, 0xFE0F, 0xFE30, 0xFE4F, 0xFF00, 0xFF0F,
+  0xFF1A, 0xFF20, 0xFF3B, 0xFF40, 0xFF5B, 0xFF65, 0xFFF0, 0xFFFF, 0x1F000, 0x1F0FF, 0x1F10D, 0x1FAFF,
+  0xE0000, 0xE0FFF,
+}
+
+-- The first character of an agent name that Letta refuses (quoted), or nil.
+local function bad_name_char(name)
+  if not utf8.len(name) then return "bytes that are not UTF-8" end
+  for _, c in utf8.codes(name) do
+    local ch = utf8.char(c)
+    if c < 0x80 then
+      if ch:match("%c") then return string.format("a control character (0x%02X)", c) end
+      if not ch:match("[%w_ '%-]") then return "'" .. ch .. "'" end
+    else
+      for i = 1, #NOT_WORD, 2 do
+        if c >= NOT_WORD[i] and c <= NOT_WORD[i + 1] then return string.format("'%s' (U+%04X)", ch, c) end
+      end
+    end
+  end
+end
+_M.bad_name_char = bad_name_char
+
+-- agents:create{name=, model=, embedding=, memory_blocks=, ...} -> agent. Letta 0.16.8 needs a
+-- model handle (client.models:pick()); a name it would refuse with a 500 is refused here.
 function Agents:create(fields)
-  return self._c:post("/v1/agents/", { body = body_of(check_table(fields, 1, "create", true)) })
+  local b = body_of(check_table(fields, 1, "create", true))
+  if type(b.name) == "string" and b.name ~= "" then
+    local bad = bad_name_char(b.name)
+    if bad then
+      error("bad argument #1 to 'create' (agent name has " .. bad .. ": Letta allows only letters, digits, "
+            .. "spaces, '_', '-' and apostrophes)", 2)
+    end
+  end
+  return self._c:post("/v1/agents/", { body = b })
 end
 function Agents:modify(id, fields)
   check_id(id, 1, "modify", "agent id")
@@ -110,6 +193,18 @@ local function message_body(req, fname)
   if b.messages == nil and b.input == nil then
     error("bad argument #2 to '" .. fname .. "' (text, messages or input expected)", 3)
   end
+  -- Letta 0.16.8 answers 400 "Message content is empty or invalid" for "" or no content parts
+  -- (helpers/message_helper.py:_convert_message_create_to_message); a blank string is accepted.
+  local function empty(v) return v == "" or (type(v) == "table" and next(v) == nil) end
+  if empty(b.input) then
+    error("bad argument #2 to '" .. fname .. "' (empty message: Letta refuses a message with no content)", 3)
+  end
+  for i, m in ipairs(type(b.messages) == "table" and b.messages or {}) do
+    if type(m) == "table" and empty(m.content) then
+      error(string.format("bad argument #2 to '%s' (empty message%s: Letta refuses a message with no content)",
+                          fname, #b.messages > 1 and " " .. i or ""), 3)
+    end
+  end
   if b.messages then
     local msgs = {}
     for i, m in ipairs(b.messages) do
@@ -128,10 +223,60 @@ function Messages:create(agent_id, req)
   return self._c:post("/v1/agents/" .. escape(agent_id) .. "/messages",
                       { body = body, timeout = req and type(req) == "table" and req.timeout or nil })
 end
-listing(Messages, function(self, fname, agent_id, query)
-  check_id(agent_id, 1, fname, "agent id")
-  return "/v1/agents/" .. escape(agent_id) .. "/messages", check_table(query, 2, fname, true)
-end)
+-- How Letta 0.16.8 pages messages (server.py:get_agent_recall_async, message_manager.py:
+-- list_messages): order = "desc" (the default) picks the NEWEST `limit` messages of the range and
+-- returns them oldest first (chronological); order = "asc" picks the oldest `limit`. after = id
+-- always means newer than that message and before = id older, whatever the order; an unknown
+-- cursor is a 404. `limit` counts stored messages, each of which may list as several (a reasoning
+-- and an assistant message share their id). include_return_message_types is applied after the
+-- page is picked, so a filtered page can be empty with more messages to come.
+
+-- messages:list(agent_id, {limit=100, order="desc"|"asc", before=, after=, ...}) -> one page, as
+-- the server sends it (see above: chronological in both orders).
+function Messages:list(agent_id, query)
+  check_id(agent_id, 1, "list", "agent id")
+  return self._c:get("/v1/agents/" .. escape(agent_id) .. "/messages", { query = check_table(query, 2, "list", true) })
+end
+
+-- messages:each(agent_id, {limit=, order=, before=, after=, include_return_message_types=, ...})
+-- -> iterator over every message of the range, following the cursors:
+--   order "desc" (the default): newest first, walking back with before = the oldest id of each page
+--     (after = id, if given, stays as the lower bound: every message newer than it, newest first);
+--   order "asc", or after = id without an order: oldest first, walking forward with after = the
+--     newest id of each page (before = id, if given, stays as the upper bound).
+-- include_return_message_types is applied here, not sent: a page the server filtered empty would
+-- end the walk early.
+function Messages:each(agent_id, query)
+  check_id(agent_id, 1, "each", "agent id")
+  local q = copy(check_table(query, 2, "each", true))
+  local wanted
+  if q.include_return_message_types ~= nil then
+    wanted = {}
+    local types = q.include_return_message_types
+    for _, t in ipairs(type(types) == "table" and types or { types }) do wanted[t] = true end
+    q.include_return_message_types = nil
+  end
+  if q.order == nil and q.after ~= nil then q.order = "asc" end
+  local forward = q.order == "asc"
+  local path = "/v1/agents/" .. escape(agent_id) .. "/messages"
+  local page, i = nil, 0
+  return function()
+    while true do
+      if page and i < #page then
+        i = i + 1
+        local m = page[forward and i or #page - i + 1]
+        if not wanted or (type(m) == "table" and wanted[m.message_type]) then return m end
+      else
+        if page then
+          if #page == 0 then return nil end
+          if forward then q.after = page[#page].id else q.before = page[1].id end
+        end
+        page, i = self._c:get(path, { query = q }), 0
+        if type(page) ~= "table" then page = {} end
+      end
+    end
+  end
+end
 function Messages:create_async(agent_id, req)
   check_id(agent_id, 1, "create_async", "agent id")
   return self._c:post("/v1/agents/" .. escape(agent_id) .. "/messages/async", { body = message_body(req, "create_async") })
@@ -245,7 +390,31 @@ function Runs:retrieve(id)
   check_id(id, 1, "retrieve", "run id")
   return self._c:get("/v1/runs/" .. escape(id))
 end
-listing(Runs, function(self, fname, query) return "/v1/runs/", check_table(query, 1, fname, true) end)
+function Runs:list(query) return self._c:get("/v1/runs/", { query = check_table(query, 1, "list", true) }) end
+
+-- runs:each(query) -> iterator over every run, in the list's order (order = "desc", newest first,
+-- by default). Letta 0.16.8 reads the runs list's cursors the other way round from its other lists
+-- (services/helpers/run_manager_helper.py:_apply_pagination_async): `after` = id gives the runs
+-- BEFORE it in the list's order and `before` = id those after it, in either order. So the next
+-- page is asked with before = the last id of the page.
+function Runs:each(query)
+  local q = copy(check_table(query, 1, "each", true))
+  local page, i = nil, 0
+  return function()
+    while true do
+      if page and i < #page then
+        i = i + 1
+        return page[i]
+      end
+      if page then
+        if #page == 0 or page[#page].id == q.before then return nil end -- the end, or no progress
+        q.before = page[#page].id
+      end
+      page, i = self._c:get("/v1/runs/", { query = q }), 0
+      if type(page) ~= "table" then page = {} end
+    end
+  end
+end
 function Runs:messages(id, query)
   check_id(id, 1, "messages", "run id")
   return self._c:get("/v1/runs/" .. escape(id) .. "/messages", { query = check_table(query, 2, "messages", true) })
@@ -332,6 +501,10 @@ AgentBlocks.update = AgentBlocks.modify
 
 -- ---------------------------------------------------------------------------------------------
 -- Identities (deprecated on the server and gone from the official SDK; still served).
+--
+-- On Letta 0.16.8 every Identity the server returns has agent_ids = {} and block_ids = {}
+-- (orm/identity.py:Identity.to_pydantic hard-codes them): the links are read through
+-- identities.blocks:list(id), identities.agents:list(id) and an agent's identity_ids.
 local Identities = {}
 listing(Identities, function(self, fname, query) return "/v1/identities/", check_table(query, 1, fname, true) end)
 
@@ -346,19 +519,97 @@ local function identity_body(fields, n, fname, required)
   return b
 end
 
+local function has_links(b)
+  return (type(b.agent_ids) == "table" and #b.agent_ids > 0) or (type(b.block_ids) == "table" and #b.block_ids > 0)
+end
+
+-- Letta 0.16.8 answers 500 {"detail":"An unknown error occurred"} when agent_ids or block_ids name
+-- an id it does not have (identity_manager.py:_process_relationship_async raises NoResultFound,
+-- which no handler maps). Such a 500 is an answer: it is not retried, the ids are looked up and
+-- the error names the missing one (code "not_found", status still 500).
+local function identity_write(self, method, path, body)
+  local links = has_links(body)
+  local ok, res = pcall(self._c.request, self._c, method, path, { body = body, retry_500 = not links })
+  if ok then return res end
+  if links and errors.is(res) and res.status == 500 then
+    local c = self._c
+    for _, l in ipairs({ { "agent_ids", "agent", c.agents }, { "block_ids", "block", c.blocks } }) do
+      for _, id in ipairs(type(body[l[1]]) == "table" and body[l[1]] or {}) do
+        local found, err = pcall(l[3].retrieve, l[3], id)
+        if not found and errors.is(err) and err.status == 404 then
+          res.code, res.retryable = "not_found", false
+          res.message = string.format("%s %s in %s does not exist (Letta answers 500 for an unknown id there)",
+                                      l[2], id, l[1])
+          error(res, 0)
+        end
+      end
+    end
+  end
+  error(res, 0)
+end
+
 function Identities:create(fields)
-  return self._c:post("/v1/identities/", { body = identity_body(fields, 1, "create", true) })
+  return identity_write(self, "POST", "/v1/identities/", identity_body(fields, 1, "create", true))
 end
+
+-- identities:upsert{...} (PUT) only UPDATES on Letta 0.16.8: an identifier_key the server does not
+-- have answers 404 (identity_manager.py:upsert_identity_async reads it with read_async, which
+-- raises; the create branch is unreachable). Fields the body omits (agent_ids, properties) are left
+-- as they are, block_ids are ignored. To create or update on any server: create_or_update.
 function Identities:upsert(fields)
-  return self._c:put("/v1/identities/", { body = identity_body(fields, 1, "upsert", true) })
+  local ok, res = pcall(identity_write, self, "PUT", "/v1/identities/", identity_body(fields, 1, "upsert", true))
+  if ok then return res end
+  if errors.is(res) and res.status == 404 then
+    res.message = res.message .. " (this server's PUT /v1/identities/ only updates an existing identity: "
+                  .. "use identities:create_or_update)"
+  end
+  error(res, 0)
 end
+
+-- identities:find(identifier_key [, {identity_type=, project_id=}]) -> the identity with that key,
+-- or nil. The list filters identifier_key exactly, so this is a look-up, not a scan.
+function Identities:find(key, query)
+  check_id(key, 1, "find", "identifier_key")
+  local q = copy(check_table(query, 2, "find", true))
+  q.identifier_key = key
+  for identity in self:each(q) do
+    if identity.identifier_key == key then return identity end
+  end
+  return nil
+end
+
+-- A failure after which a POST may have been applied (no answer, or a 5xx other than the
+-- explained unknown-link 500).
+local function maybe_applied(err)
+  if err.status == 0 then return err.code == "timeout" or err.code == "reset" or err.code == "invalid_json" end
+  return err.status >= 500 and err.code ~= "not_found"
+end
+
+-- identities:create_or_update{identifier_key=, name=, identity_type="user", properties=,
+-- agent_ids=, block_ids=, project_id=} -> identity, created. Works on every server, whatever its
+-- PUT does: POST; when the key exists (409, or a POST that may have landed unanswered) the identity
+-- found by its key is PATCHed with the other fields (PATCH merges: properties by key, agent_ids
+-- and block_ids appended). created is true only when this call's POST answered.
+function Identities:create_or_update(fields)
+  local b = identity_body(fields, 1, "create_or_update", true)
+  local ok, res = pcall(identity_write, self, "POST", "/v1/identities/", b)
+  if ok then return res, true end
+  if not (errors.is(res) and (res.status == 409 or maybe_applied(res))) then error(res, 0) end
+  local existing = self:find(b.identifier_key, { project_id = b.project_id })
+  if not existing then error(res, 0) end
+  local patch = copy(b)
+  patch.identifier_key, patch.project_id = nil, nil
+  if fields.identity_type == nil then patch.identity_type = nil end -- keep the one it has
+  return identity_write(self, "PATCH", "/v1/identities/" .. escape(existing.id), patch), false
+end
+
 function Identities:retrieve(id)
   check_id(id, 1, "retrieve", "identity id")
   return self._c:get("/v1/identities/" .. escape(id))
 end
 function Identities:modify(id, fields)
   check_id(id, 1, "modify", "identity id")
-  return self._c:patch("/v1/identities/" .. escape(id), { body = identity_body(fields, 2, "modify") })
+  return identity_write(self, "PATCH", "/v1/identities/" .. escape(id), identity_body(fields, 2, "modify"))
 end
 Identities.update = Identities.modify
 function Identities:delete(id)
@@ -366,13 +617,22 @@ function Identities:delete(id)
   return self._c:delete("/v1/identities/" .. escape(id))
 end
 function Identities:count() return self._c:get("/v1/identities/count") end
-function Identities:agents(id, query)
-  check_id(id, 1, "agents", "identity id")
-  return self._c:get("/v1/identities/" .. escape(id) .. "/agents", { query = check_table(query, 2, "agents", true) })
+
+-- identities.agents:list(id [, query]) / :each(id [, query]) and identities.blocks:list / :each:
+-- what is linked to an identity (the only way to read those links). The older calls
+-- identities:agents(id [, query]) and identities:blocks(id [, query]) are :list.
+local IdentityAgents, IdentityBlocks = {}, {}
+for what, methods in pairs({ agents = IdentityAgents, blocks = IdentityBlocks }) do
+  listing(methods, function(self, fname, id, query)
+    check_id(id, 1, fname, "identity id")
+    return "/v1/identities/" .. escape(id) .. "/" .. what, check_table(query, 2, fname, true)
+  end)
 end
-function Identities:blocks(id, query)
-  check_id(id, 1, "blocks", "identity id")
-  return self._c:get("/v1/identities/" .. escape(id) .. "/blocks", { query = check_table(query, 2, "blocks", true) })
+local function identity_links_call(what)
+  return function(res, _, id, query)
+    check_id(id, 1, what, "identity id")
+    return res:list(id, query)
+  end
 end
 
 -- agent <-> identity
@@ -385,10 +645,47 @@ linking(AgentIdentities, function(agent_id) return "/v1/agents/" .. escape(agent
 local Passages = {}
 local function archival(agent_id) return "/v1/agents/" .. escape(agent_id) .. "/archival-memory" end
 
-listing(Passages, function(self, fname, agent_id, query)
-  check_id(agent_id, 1, fname, "agent id")
-  return archival(agent_id), check_table(query, 2, fname, true)
-end)
+-- passages:list(agent_id, {limit=100, ascending=true, after=, before=, search=}) -> one page.
+-- search is a case-insensitive substring filter on the text (no embedding involved:
+-- helpers/agent_manager_helper.py:build_agent_passage_query), unlike passages:search.
+function Passages:list(agent_id, query)
+  check_id(agent_id, 1, "list", "agent id")
+  return self._c:get(archival(agent_id), { query = check_table(query, 2, "list", true) })
+end
+
+-- passages:each(agent_id, {ascending=true, limit=, search=, ...}) -> iterator over every passage.
+-- Ascending pages with after = the last id. Descending (ascending = false) pages with before = the
+-- last id: Letta 0.16.8 applies `after` as "created later" whatever the order, so an after-cursor
+-- would repeat the newer items. Its descending order breaks created_at ties by id ascending while
+-- `before` keeps smaller ids only, so passages sharing a page's last created_at can come again
+-- (skipped here: no item is given twice) or, with a larger id, be left out (only passages created
+-- in the same instant, e.g. with the same created_at given by hand: page ascending to see all).
+function Passages:each(agent_id, query)
+  check_id(agent_id, 1, "each", "agent id")
+  local q = copy(check_table(query, 2, "each", true))
+  if not (q.ascending == false or q.ascending == "false") then
+    return self._c:each_item(archival(agent_id), q)
+  end
+  local path = archival(agent_id)
+  local page, i, previous = nil, 0, {}
+  return function()
+    while true do
+      if page and i < #page then
+        i = i + 1
+        local p = page[i]
+        if not previous[p.id] then return p end
+      else
+        if page then
+          if #page == 0 or page[#page].id == q.before then return nil end -- the end, or no progress
+          q.before, previous = page[#page].id, {}
+          for _, p in ipairs(page) do previous[p.id] = true end
+        end
+        page, i = self._c:get(path, { query = q }), 0
+        if type(page) ~= "table" then page = {} end
+      end
+    end
+  end
+end
 
 -- passages:create(agent_id, {text=, tags=, created_at=}) -> array of passages (Letta's shape)
 function Passages:create(agent_id, fields)
@@ -448,6 +745,10 @@ function _M.attach(client)
   client.blocks = resource(client, Blocks)
   client.blocks.identities = resource(client, BlockIdentities)
   client.identities = resource(client, Identities)
+  client.identities.agents = resource(client, IdentityAgents, identity_links_call("agents"))
+  client.identities.blocks = resource(client, IdentityBlocks, identity_links_call("blocks"))
+  client.models = resource(client, Models)
+  client.models.embedding = resource(client, EmbeddingModels)
 end
 
 return _M

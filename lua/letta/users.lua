@@ -2,7 +2,9 @@
 -- both ids cached in the store), chat (attach the persona, send as the identity, always detach),
 -- offboard and doctor. Every server write is preceded by a note of intent in the store, so a run
 -- killed at any point is finished by the next run (or by doctor): nothing lost, nothing doubled,
--- nothing left attached. blocks:list is never used to find a block we use.
+-- nothing left attached. blocks:list is never used to find a block we use, and neither is an
+-- identity's block_ids (Letta 0.16.8 returns it empty): an identity's blocks are read through
+-- GET /v1/identities/{id}/blocks.
 local json = require "letta.json"
 local errors = require "letta.errors"
 local loop = require "letta.loop"
@@ -101,7 +103,7 @@ end
 
 -- The identity for username: the cached one if the server still has it, else one we create, or
 -- the one an interrupted run created (identifier_key is unique on the server, so a 409 means it
--- exists: look it up by key, which the identities list filters reliably).
+-- exists: look it up by key, which the identities list filters exactly).
 function Users:ensure_identity(rec, opts, actions)
   local c = self.client
   local identity = cached(rec, "identity_id", c.identities, "identity", actions)
@@ -113,10 +115,7 @@ function Users:ensure_identity(rec, opts, actions)
   elseif errors.is(res) and (res.status == 409 or res.code == "reset" or res.code == "timeout" or res.status >= 500) then
     -- It may exist already (an interrupted run, or this very create applied before the error).
     local cause = res
-    res = nil
-    for _, identity in ipairs(c.identities:list{ identifier_key = rec.username, identity_type = "user" } or {}) do
-      if identity.identifier_key == rec.username then res = identity break end
-    end
+    res = c.identities:find(rec.username, { identity_type = "user" })
     if not res then error(cause, 0) end -- it did not land: the next run creates it
     actions[#actions + 1] = "adopted identity " .. res.id .. " (left by an interrupted run)"
   else
@@ -127,11 +126,25 @@ function Users:ensure_identity(rec, opts, actions)
   return res
 end
 
+-- The blocks linked to an identity (GET /v1/identities/{id}/blocks, every page), or {} when the
+-- identity is gone. The server's own record of the link: it does not drop rows as blocks:list can.
+function Users:linked_blocks(identity_id)
+  if not identity_id then return {} end
+  local c = self.client
+  return unless_missing(function()
+    local t = {}
+    for block in c.identities.blocks:each(identity_id) do t[#t + 1] = block end
+    table.sort(t, function(a, b) return a.id < b.id end)
+    return t
+  end) or {}
+end
+
 -- Blocks whose creation an interrupted run may have applied: found by the nonce we wrote in
--- their metadata before creating them. This sweep is the only use of blocks:list, and only as a
--- recovery net: the list is unreliable (it pages, hides blocks and may drop rows), so it is
--- scanned several times, and the blocks we use are always known by id.
-function Users:sweep_orphans(rec, identity)
+-- their metadata before creating them, among the identity's linked blocks and through
+-- blocks:list. This sweep is the only use of blocks:list, and only as a recovery net: the list is
+-- unreliable (it pages, hides blocks and may drop rows), so it is scanned several times, and the
+-- blocks we use are always known by id.
+function Users:sweep_orphans(rec, linked)
   local found, seen = {}, {}
   local function consider(block)
     if block and not seen[block.id] and type(block.metadata) == "table"
@@ -141,9 +154,7 @@ function Users:sweep_orphans(rec, identity)
     end
   end
   local c = self.client
-  for _, id in ipairs(identity and identity.block_ids or {}) do
-    consider(unless_missing(c.blocks.retrieve, c.blocks, id))
-  end
+  for _, block in ipairs(linked or {}) do consider(block) end
   for _ = 1, 4 do
     for block in c.blocks:each{ label = rec.block_label } do consider(block) end
   end
@@ -151,22 +162,22 @@ function Users:sweep_orphans(rec, identity)
   return found
 end
 
-function Users:ensure_block(rec, identity, actions)
+-- The persona block: the cached one, else the one linked to the identity (the store lost its id,
+-- e.g. a new store on a server where this user was onboarded), else the one an interrupted run
+-- created (found by its nonce), else a new one. linked: the identity's blocks (linked_blocks).
+function Users:ensure_block(rec, identity, linked, actions)
   local c = self.client
   local block = cached(rec, "block_id", c.blocks, "block", actions)
   if block then return block end
-  -- A persona block already linked to the identity (the store lost its id, e.g. a new store on a
-  -- server where this user was onboarded): found by id through the identity, never by listing.
-  for _, id in ipairs(identity and identity.block_ids or {}) do
-    local b = unless_missing(c.blocks.retrieve, c.blocks, id)
-    if b and b.label == rec.block_label then
+  for _, b in ipairs(linked) do
+    if b.label == rec.block_label then
       block = b
       actions[#actions + 1] = "adopted block " .. b.id .. " (already linked to identity " .. identity.id .. ")"
       break
     end
   end
   if not block and rec.pending_block then -- an earlier run was creating it: did that land?
-    local orphans = self:sweep_orphans(rec, identity)
+    local orphans = self:sweep_orphans(rec, linked)
     block = orphans[1]
     if block then actions[#actions + 1] = "adopted block " .. block.id .. " (left by an interrupted run)" end
     for i = 2, #orphans do
@@ -205,10 +216,11 @@ function Users:onboard(username, opts)
   local new_prefs = rec.onboarded and opts.preferences ~= nil and not same(opts.preferences, old_prefs)
   if not rec.onboarded then self:save(rec) end
   local identity = self:ensure_identity(rec, opts, actions)
-  local block = self:ensure_block(rec, identity, actions)
+  local linked_blocks = self:linked_blocks(identity.id)
+  local block = self:ensure_block(rec, identity, linked_blocks, actions)
   local linked = false
-  for _, id in ipairs(identity.block_ids or {}) do
-    if id == block.id then linked = true end
+  for _, b in ipairs(linked_blocks) do
+    if b.id == block.id then linked = true end
   end
   if not linked then
     self.client.blocks.identities:attach(block.id, identity.id)
@@ -480,13 +492,11 @@ function Users:offboard(username)
     actions[#actions + 1] = "deleted block " .. rec.block_id
   end
   if not rec.identity_id then -- an onboarding killed while creating it: it may have landed
-    for _, identity in ipairs(c.identities:list{ identifier_key = rec.username, identity_type = "user" } or {}) do
-      if identity.identifier_key == rec.username then rec.identity_id = identity.id end
-    end
+    local identity = c.identities:find(rec.username, { identity_type = "user" })
+    rec.identity_id = identity and identity.id
   end
   if rec.pending_block then -- an onboarding killed while creating the block: delete what landed
-    local identity = rec.identity_id and unless_missing(c.identities.retrieve, c.identities, rec.identity_id)
-    for _, block in ipairs(self:sweep_orphans(rec, identity)) do
+    for _, block in ipairs(self:sweep_orphans(rec, self:linked_blocks(rec.identity_id))) do
       unless_missing(c.blocks.delete, c.blocks, block.id)
       actions[#actions + 1] = "deleted block " .. block.id .. " (left by an interrupted onboarding)"
     end
@@ -524,9 +534,10 @@ function Users:doctor(opts)
     end
     report.problems[#report.problems + 1] = p
   end
+  -- (whether the server behaves as lettash expects, beyond its version: scripts/check-server.lua)
   local server_ok = check("server", function()
     local h = c.health:check()
-    return c.base_url .. " (Letta " .. tostring(h.version) .. ")"
+    return c.base_url .. " (Letta " .. tostring(h.version) .. "; check its behaviour with bin/lettash scripts/check-server.lua)"
   end)
   check("configuration", function()
     return string.format("base_url %s, token %s, store %s", c.base_url, c.authenticated and "set" or "not set", self.store.path)

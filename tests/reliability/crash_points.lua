@@ -27,8 +27,8 @@ local IMPORT_ITEMS = 300
 local emu = lib.emulator.start{ "--latency-ms", tostring(LATENCY), "--seed", "8" }
 
 local function agent_of()
-  return emu:client().agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" },
-                                                                      { label = "persona", value = "p" } } }.id
+  return lib.emulator.new_agent(emu:client(), { name = "bot", memory_blocks = { { label = "human", value = "?" },
+                                                                      { label = "persona", value = "p" } } }).id
 end
 
 local function writes_since(seq0)

@@ -40,8 +40,8 @@ local ATTACH = "PATCH /v1/agents/*/core-memory/blocks/attach/*"
 local DETACH = "PATCH /v1/agents/*/core-memory/blocks/detach/*"
 
 local function agent_of(emu)
-  return emu:client().agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" },
-                                                                      { label = "persona", value = "p" } } }.id
+  return lib.emulator.new_agent(emu:client(), { name = "bot", memory_blocks = { { label = "human", value = "?" },
+                                                                      { label = "persona", value = "p" } } }).id
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -58,11 +58,16 @@ local function check_chat(c, r)
   local bad = lib.check_users(c, { "alice", "bob" }, state)
   if bad then return bad end
   local applied = 0
+  -- The stream-error send (logged as a plain 200: the fault is the handler's) stores nothing: on
+  -- Letta 0.16.8 a failed step persists none of its messages, so the rerun sends it again.
+  local failed_stream = c.fault == "stream-error" and 1 or 0
   for _, q in ipairs(c.emu:requests()) do
     if q.method == "POST" and q.path:match("^/v1/agents/[^/]+/messages") and q.seq > c.seq0 then
       local f = q.fault
-      if (q.status == 200 and (f == nil or f == json.null or f == "slow")) or f == "commit-500" or f == "commit-reset"
-         or f == "reset-body" or f == "truncate" or f == "bad-json" or f == "stream-error" then
+      if failed_stream > 0 and q.path:match("/stream$") then
+        failed_stream = failed_stream - 1
+      elseif (q.status == 200 and (f == nil or f == json.null or f == "slow")) or f == "commit-500"
+             or f == "commit-reset" or f == "reset-body" or f == "truncate" or f == "bad-json" then
         applied = applied + 1
       end
     end
@@ -127,9 +132,10 @@ local WORKFLOWS = {
     end,
     run = function(c) return lib.cli(c, "import", c.agent, c.file) end,
     check = function(c) return lib.check_import(c, c.agent, c.texts) end,
-    -- the search runs only after an ambiguous send: its rule is paired with a create fault
+    -- the look-up (a listing by text) runs only after an ambiguous send: its rule is paired with a
+    -- create fault
     routes = { { "POST /v1/agents/*/archival-memory" }, { "POST /v1/agents/*/archival-memory", times = 4 },
-               { "GET /v1/agents/*/archival-memory/search", with = "kind=commit-500,times=2,route=POST /v1/agents/*/archival-memory" } },
+               { "GET /v1/agents/*/archival-memory", with = "kind=commit-500,times=2,route=POST /v1/agents/*/archival-memory" } },
     report_exit = 2, -- failed items: exit 2, listed by line on stdout
   },
   {
@@ -212,6 +218,7 @@ local function run_case(w, f, route)
     c.seq0 = last or 0
     if route.with then emu:faults(route.with) end
     emu:faults(string.format("kind=%s,times=%d,route=%s%s", f.kind, route.times or 1, route[1], f.extra or ""))
+    c.fault = f.kind
     local r = w.run(c)
     local left = emu:faults()
     local fired = true

@@ -36,7 +36,7 @@ function _M.end_case(c) support.rmdir(c.dir) end
 
 function _M.env(c)
   return { LETTA_BASE_URL = c.emu.url, LETTA_STORE = c.store, LETTA_API_KEY = false, LETTA_PASSWORD = false,
-           LETTASH_LUA_PATH = false, LETTASH_INIT = false }
+           LETTASH_LUA_PATH = support.lua_path, LETTASH_INIT = false }
 end
 
 -- cli(c, "onboard", args...) -> {code=, stdout=, stderr=}: bin/lettash scripts/<name>.lua args...
@@ -147,7 +147,9 @@ function _M.check_users(c, names, state)
       if #ids ~= 1 then return string.format("%d identities for %s", #ids, n) end
       if #blocks ~= 1 then return string.format("%d persona blocks for %s", #blocks, n) end
       if ids[1].identity_type ~= "user" then return "identity of " .. n .. " is not of type user" end
-      if #ids[1].block_ids ~= 1 or ids[1].block_ids[1] ~= blocks[1].id then return "persona of " .. n .. " not linked to the identity" end
+      -- the link as a real server shows it (an Identity's own block_ids is always empty there)
+      local linked = c.emu.admin.identities.blocks:list(ids[1].id)
+      if #linked ~= 1 or linked[1].id ~= blocks[1].id then return "persona of " .. n .. " not linked to the identity" end
       local rec = s:user(n)
       if not rec then return "no record for " .. n end
       if rec.identity_id ~= ids[1].id then return "record of " .. n .. ": identity id differs from the server's" end

@@ -10,7 +10,8 @@
 #                                      --full, then every fuzz target FUZZ_SECONDS (default 600)
 #                                      each, then the whole test suite on the sanitizer build
 #
-# Needs the release build (scripts/setup.sh release); LETTASH_BIN picks another binary.
+# Needs the release build (scripts/setup.sh release); LETTASH_BIN picks another binary, and
+# LETTASH_LUA_PATH another copy of the Lua library (tests/run.sh unsets it: the compiled-in one).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -20,7 +21,7 @@ case "${1:-}" in
   --full) MODE=(--full) ;;
   --all) MODE=(--full) ALL=1 ;;
 esac
-unset LETTASH_LUA_PATH LETTASH_INIT
+unset LETTASH_INIT
 
 start=$(date +%s)
 total_passed=0 total_failed=0

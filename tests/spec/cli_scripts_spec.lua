@@ -20,7 +20,7 @@ describe("workflow scripts", function()
   local function run(script, args, opts)
     opts = opts or {}
     local env = { LETTA_BASE_URL = emu.url, LETTA_STORE = dir .. "/store", LETTA_API_KEY = false,
-                  LETTA_PASSWORD = false, LETTASH_LUA_PATH = false }
+                  LETTA_PASSWORD = false, LETTASH_LUA_PATH = support.lua_path }
     for k, v in pairs(opts.env or {}) do env[k] = v end
     local argv = { support.root .. "/scripts/" .. script .. ".lua" }
     for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
@@ -49,8 +49,8 @@ describe("workflow scripts", function()
   end
 
   local function new_agent()
-    return admin.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" },
-                                                                { label = "persona", value = "helpful" } } }
+    return emulator.new_agent(admin, { name = "bot", memory_blocks = { { label = "human", value = "?" },
+                                                                { label = "persona", value = "helpful" } } })
   end
 
   local function agent_labels(agent_id)
@@ -69,7 +69,8 @@ describe("workflow scripts", function()
   describe("command line", function()
     it("prints usage and options with --help and exits 0, for every script", function()
       local expect = { onboard = { "%-%-name NAME", "%-%-preferences JSON" }, chat = { "%-%-stream", "%-%-agent ID", "default_agent" },
-                       offboard = { "<username>" }, doctor = { "%-%-fix" }, users = { "local store" },
+                       offboard = { "<username>" }, doctor = { "%-%-fix", "bin/lettash scripts/check%-server%.lua" },
+                       users = { "local store" },
                        config = { "set KEY VALUE", "base_url", "default_agent" } }
       for _, s in ipairs(SCRIPTS) do
         local out, r = ok(s, { "--help" })
@@ -314,7 +315,8 @@ describe("workflow scripts", function()
     it("reports a healthy setup and exits 0", function()
       ok("onboard", { "alice" })
       local out = ok("doctor")
-      assert.matches("^ok   server: " .. emu.url:gsub("%p", "%%%0") .. " %(Letta ", out)
+      assert.matches("^ok   server: " .. emu.url:gsub("%p", "%%%0") .. " %(Letta [%d.]+; check its behaviour with "
+                     .. "bin/lettash scripts/check%-server%.lua%)\n", out)
       assert.matches("\nok   credentials", out)
       assert.matches("\ndoctor: healthy\n$", out)
       local r = json_out("doctor", { "--json" })

@@ -1,4 +1,5 @@
--- client.agents against the emulator: create, retrieve, list/each, context, modify, delete; and
+-- client.agents against the emulator: create (with a model the server lists; names Letta would
+-- answer 500 for refused first), retrieve, list/each, context, modify, delete; client.models; and
 -- an agent's core-memory blocks (client.agents.blocks): list, retrieve/modify by label, attach and
 -- detach with the server's idempotence and conflicts.
 local emulator = require "emulator"
@@ -9,7 +10,7 @@ local fails, missing_id = emulator.fails, emulator.missing_id
 local function new_agent(client, name, extra)
   local fields = { name = name or "bot", memory_blocks = { { label = "human", value = "?" }, { label = "persona", value = "helpful" } } }
   for k, v in pairs(extra or {}) do fields[k] = v end
-  return client.agents:create(fields)
+  return client.agents:create(emulator.agent_fields(client, fields))
 end
 
 local function labels(blocks)
@@ -105,6 +106,32 @@ describe("client.agents", function()
     assert.equal(0, #client.agents:list())
   end)
 
+  it("create without a model is the server's 400; with a model the server lists, the agent has it", function()
+    local err = fails(client.agents.create, client.agents, { name = "bot" })
+    assert.equal(400, err.status)
+    assert.matches("Must specify either model or llm_config in request$", err.message)
+    local m = emulator.models(client)
+    local a = client.agents:create{ name = "bot", model = m.model, embedding = m.embedding }
+    assert.equal(m.model, a.llm_config.handle)
+    assert.equal(m.embedding, a.embedding_config.handle)
+  end)
+
+  it("refuses, before sending, a name Letta answers 500 for (outside ^[\\w '\\-]+$), in one line", function()
+    for _, name in ipairs({ "a/b", "bot?", "tab\there", "bot \u{1F916}", "O\u{2019}Brien", "e\u{301}", "nbsp\u{A0}x",
+                            "bad\255utf8" }) do
+      local err = fails(client.agents.create, client.agents, emulator.agent_fields(client, { name = name }))
+      assert.equal("string", type(err))
+      assert.matches("bad argument #1 to 'create' %(agent name has .+: Letta allows only letters, digits, spaces", err)
+      assert.no.matches("\n", err)
+    end
+    assert.equal(0, #emu:requests())
+    -- letters and digits of any script, spaces, _ - and ' are fine (Python's \w is Unicode)
+    for _, name in ipairs({ "bot's helper_2-b", "Caf\u{E9} \u{C9}mile", "\u{30ED}\u{30DC}\u{30C3}\u{30C8}",
+                            "\u{41C}\u{438}\u{440}", "x\u{B2}\u{BD}" }) do
+      assert.equal(name, client.agents:create(emulator.agent_fields(client, { name = name })).name)
+    end
+  end)
+
   it("raises at once on misuse, naming the argument", function()
     assert.matches("bad argument #1 to 'retrieve' %(agent id expected, got nil%)", fails(client.agents.retrieve, client.agents))
     assert.matches("bad argument #2 to 'retrieve' %(table expected, got string%)", fails(client.agents.retrieve, client.agents, "agent-x", "blocks"))
@@ -114,6 +141,34 @@ describe("client.agents", function()
     assert.matches("bad argument #2 to 'modify' %(table expected, got nil%)", fails(client.agents.modify, client.agents, "agent-x"))
     assert.matches("bad argument #1 to 'list' %(table expected", fails(client.agents.list, client.agents, 3))
     assert.equal(0, #emu:requests())
+  end)
+end)
+
+describe("client.models", function()
+  local emu, client
+  emulator.suite(_ENV, function(e, c) emu, client = e, c end, { args = { "--models", "openai/gpt-4o-mini,letta/other",
+                                                                       "--embedding-models", "openai/text-embedding-3-small" } })
+
+  it("list and embedding:list return what the server serves, with handles", function()
+    local handles = {}
+    for _, m in ipairs(client.models:list()) do handles[#handles + 1] = m.handle end
+    table.sort(handles)
+    assert.same({ "letta/other", "openai/gpt-4o-mini" }, handles)
+    assert.equal("openai/text-embedding-3-small", client.models.embedding:list()[1].handle)
+    assert.equal("/v1/models/", emu:requests()[1].path)
+    assert.equal("/v1/models/embedding", emu:requests()[2].path)
+  end)
+
+  it("pick returns the wanted handle if listed, else the first; an unlisted one is a clear error", function()
+    local first = client.models:list()[1].handle
+    assert.equal(first, client.models:pick())
+    assert.equal("letta/other", client.models:pick("letta/other"))
+    assert.equal("openai/gpt-4o-mini", client.models:pick("openai/gpt-4o-mini"))
+    assert.equal("openai/text-embedding-3-small", client.models.embedding:pick())
+    local err = fails(client.models.pick, client.models, "openai/gpt-5")
+    assert.is_true(letta.is_error(err, "no_model"))
+    assert.equal("no_model: the server does not list the model openai/gpt-5 (GET /v1/models/)", tostring(err))
+    assert.matches("bad argument #1 to 'pick' %(model handle expected", fails(client.models.pick, client.models, 5))
   end)
 end)
 
@@ -169,7 +224,7 @@ describe("client.agents.blocks (core memory)", function()
     local err = fails(client.agents.blocks.attach, client.agents.blocks, agent.id, b.id)
     assert.equal(409, err.status)
     assert.equal("conflict", err.code)
-    assert.matches("already attached", err.message)
+    assert.matches("unique constraint was violated", err.message)
     assert.equal(2, #client.agents.blocks:list(agent.id))
   end)
 

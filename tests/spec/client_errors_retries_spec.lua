@@ -64,7 +64,7 @@ describe("client retries", function()
     assert.equal(1, emu:count("POST", "/v1/blocks/"))
     assert.equal(0, #emu:state().blocks)
     emu:faults("kind=503,times=1,route=POST /v1/agents/*/messages")
-    local a = client.agents:create{ name = "bot" }
+    local a = emulator.new_agent(client, { name = "bot" })
     err = fails(client.agents.messages.create, client.agents.messages, a.id, "hi")
     assert.equal(503, err.status)
     assert.equal(1, emu:count("POST", "/v1/agents/" .. a.id .. "/messages"))

@@ -1,6 +1,9 @@
--- client.identities against the emulator: create (409 on a duplicate key), upsert, retrieve,
--- modify (merging), delete, list filters and each, count, an identity's agents and blocks; and
--- attaching identities to agents (client.agents.identities) and to blocks (client.blocks.identities).
+-- client.identities against the emulator: create (409 on a duplicate key), upsert (update-only on
+-- Letta 0.16.8), create_or_update, find, retrieve, modify (merging), delete, list filters and
+-- each, count, an identity's agents and blocks (the only way to read its links: every Identity
+-- comes back with agent_ids and block_ids empty); unknown link ids (the server's 500) named and not
+-- retried; and attaching identities to agents (client.agents.identities) and to blocks
+-- (client.blocks.identities).
 local emulator = require "emulator"
 local letta = require "letta"
 local null = letta.json.null
@@ -34,16 +37,15 @@ describe("client.identities", function()
     local err = fails(client.identities.create, client.identities, { identifier_key = "alice", name = "Other" })
     assert.equal(409, err.status)
     assert.equal("conflict", err.code)
-    assert.matches("identifier_key=alice", err.message)
+    assert.matches("unique constraint was violated for Identity", err.message)
     assert.equal("POST", err.method)
     assert.equal("/v1/identities/", err.path)
     assert.equal(1, emu:count("POST", "/v1/identities/"))
     assert.equal(1, #client.identities:list())
   end)
 
-  it("upsert creates when the key is new and replaces the existing identity otherwise", function()
-    local a = client.identities:upsert{ identifier_key = "bob", name = "Bob", identity_type = "other" }
-    assert.equal("other", a.identity_type)
+  it("upsert replaces an existing identity; a new key is the server's 404, pointing to create_or_update", function()
+    local a = client.identities:create{ identifier_key = "bob", name = "Bob", identity_type = "other" }
     local b = client.identities:upsert{ identifier_key = "bob", name = "Robert",
                                         properties = { { key = "age", value = 42, type = "number" } } }
     assert.equal(a.id, b.id)
@@ -51,8 +53,49 @@ describe("client.identities", function()
     assert.equal("user", b.identity_type)
     assert.equal(42, b.properties[1].value)
     assert.equal("integer", math.type(b.properties[1].value))
+    assert.equal("PUT", emu:requests()[#emu:requests()].method)
+    local err = fails(client.identities.upsert, client.identities, { identifier_key = "new", name = "New" })
+    assert.equal(404, err.status)
+    assert.equal("PUT", err.method)
+    assert.matches("only updates an existing identity: use identities:create_or_update%)$", err.message)
     assert.equal(1, #client.identities:list())
-    assert.equal("PUT", emu:requests()[#emu:requests() - 1].method)
+  end)
+
+  it("create_or_update creates (POST) or, when the key exists (409), finds it by key and PATCHes it", function()
+    local a, created = client.identities:create_or_update{ identifier_key = "bob", name = "Bob", identity_type = "other",
+                                                           properties = { { key = "a", value = "1", type = "string" } } }
+    assert.is_true(created)
+    assert.equal("other", a.identity_type)
+    emu:clear_requests()
+    local b, created2 = client.identities:create_or_update{ identifier_key = "bob", name = "Robert",
+                                                            properties = { { key = "b", value = true, type = "boolean" } } }
+    assert.is_false(created2)
+    assert.equal(a.id, b.id)
+    assert.equal("Robert", b.name)
+    assert.equal("other", b.identity_type) -- not given: kept
+    assert.equal(2, #b.properties)         -- PATCH merges properties by key
+    local seq = {}
+    for _, r in ipairs(emu:requests()) do seq[#seq + 1] = r.method .. " " .. r.path end
+    assert.same({ "POST /v1/identities/", "GET /v1/identities/", "PATCH /v1/identities/" .. a.id }, seq)
+    assert.equal("identifier_key=bob", emu:requests()[2].query)
+    assert.is_nil(emu:requests()[3].body.identifier_key)
+    assert.equal(1, #client.identities:list())
+  end)
+
+  it("create_or_update adopts an identity whose POST was applied but answered 500", function()
+    emu:faults("kind=commit-500,times=1,route=POST /v1/identities/")
+    local i, created = client.identities:create_or_update{ identifier_key = "eve", name = "Eve" }
+    assert.is_false(created)
+    assert.equal("eve", i.identifier_key)
+    assert.equal(1, #client.identities:list())
+  end)
+
+  it("find looks an identity up by its key (nil when there is none)", function()
+    local a = client.identities:create{ identifier_key = "fay", name = "Fay" }
+    client.identities:create{ identifier_key = "fay2", name = "Fay 2" }
+    assert.equal(a.id, client.identities:find("fay").id)
+    assert.is_nil(client.identities:find("nobody"))
+    assert.is_nil(client.identities:find("fay", { identity_type = "org" }))
   end)
 
   it("modify merges properties by key (update is an alias)", function()
@@ -86,24 +129,40 @@ describe("client.identities", function()
     assert.equal("integer", math.type(client.identities:count()))
   end)
 
-  it("delete returns nil; the identity is gone: 404 'Identity not found'", function()
+  it("delete returns nil; the identity is gone: 404 'Identity not found ...'", function()
     local i = client.identities:create{ identifier_key = "dan", name = "Dan" }
     assert.is_nil(client.identities:delete(i.id))
     local err = fails(client.identities.retrieve, client.identities, i.id)
     assert.equal(404, err.status)
-    assert.equal("Identity not found", err.message)
-    assert.equal("404 Not Found: Identity not found (GET /v1/identities/" .. i.id .. ")", tostring(err))
+    assert.matches("^Identity not found", err.message)
+    assert.equal("404 Not Found: " .. err.message .. " (GET /v1/identities/" .. i.id .. ")", tostring(err))
     err = fails(client.identities.delete, client.identities, i.id)
     assert.equal(404, err.status)
     assert.equal("DELETE", err.method)
   end)
 
-  it("create with unknown agent ids is 404; a malformed id is 422; a bad identity_type is 422", function()
-    local err = fails(client.identities.create, client.identities,
-                      { identifier_key = "e", name = "E", agent_ids = { missing_id("agent") } })
-    assert.equal(404, err.status)
-    assert.matches("Items not found in agents", err.message)
-    err = fails(client.identities.retrieve, client.identities, "identity-9")
+  it("an unknown agent or block id in the links: the server's 500, not retried, naming the id", function()
+    local agent = missing_id("agent")
+    local err = fails(client.identities.create, client.identities, { identifier_key = "e", name = "E", agent_ids = { agent } })
+    assert.equal(500, err.status)
+    assert.equal("not_found", err.code)
+    assert.is_false(err.retryable)
+    assert.equal("agent " .. agent .. " in agent_ids does not exist (Letta answers 500 for an unknown id there)", err.message)
+    assert.equal(1, emu:count("POST", "/v1/identities/"))
+    local i = client.identities:create{ identifier_key = "e", name = "E" }
+    local block = missing_id("block")
+    emu:clear_requests()
+    err = fails(client.identities.modify, client.identities, i.id, { block_ids = { block } })
+    assert.equal(500, err.status)
+    assert.matches("^block " .. block:gsub("%-", "%%-") .. " in block_ids does not exist", err.message)
+    assert.equal(1, emu:count("PATCH")) -- a PATCH, safe to repeat, but this 500 is an answer
+    err = fails(client.identities.create_or_update, client.identities, { identifier_key = "e", name = "E", block_ids = { block } })
+    assert.equal("not_found", err.code)
+    assert.equal(1, #client.identities:list())
+  end)
+
+  it("a malformed id is 422; a bad identity_type is 422", function()
+    local err = fails(client.identities.retrieve, client.identities, "identity-9")
     assert.equal(422, err.status)
     err = fails(client.identities.create, client.identities, { identifier_key = "e", name = "E", identity_type = "robot" })
     assert.equal(422, err.status)
@@ -121,6 +180,10 @@ describe("client.identities", function()
     assert.matches("bad argument #1 to 'delete' %(identity id expected", fails(I.delete, I, ""))
     assert.matches("bad argument #1 to 'agents' %(identity id expected", fails(I.agents, I))
     assert.matches("bad argument #1 to 'blocks' %(identity id expected", fails(I.blocks, I))
+    assert.matches("bad argument #1 to 'list' %(identity id expected", fails(I.blocks.list, I.blocks))
+    assert.matches("bad argument #1 to 'each' %(identity id expected", fails(I.agents.each, I.agents, ""))
+    assert.matches("bad argument #1 to 'create_or_update' %(name expected%)", fails(I.create_or_update, I, { identifier_key = "x" }))
+    assert.matches("bad argument #1 to 'find' %(identifier_key expected", fails(I.find, I))
     assert.equal(0, #emu:requests())
   end)
 end)
@@ -137,48 +200,72 @@ describe("identities attached to agents and blocks", function()
   end)
   before_each(function()
     emu:reset()
-    agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" } } }
+    agent = emulator.new_agent(client, { name = "bot", memory_blocks = { { label = "human", value = "?" } } })
     block = client.blocks:create{ label = "Persona_alice", value = "Alice" }
     ident = client.identities:create{ identifier_key = "alice", name = "Alice" }
     emu:clear_requests()
   end)
 
+  local function ids(list)
+    local t = {}
+    for _, x in ipairs(list) do t[#t + 1] = x.id end
+    return t
+  end
+
   it("agents.identities:attach and detach link an identity and an agent (JSON null answers)", function()
     assert.is_nil(client.agents.identities:attach(agent.id, ident.id))
     assert.equal("/v1/agents/" .. agent.id .. "/identities/attach/" .. ident.id, emu:requests()[1].path)
     assert.equal("PATCH", emu:requests()[1].method)
-    assert.same({ agent.id }, client.identities:retrieve(ident.id).agent_ids)
-    local agents = client.identities:agents(ident.id)
-    assert.equal(1, #agents)
-    assert.equal(agent.id, agents[1].id)
+    assert.same({}, client.identities:retrieve(ident.id).agent_ids) -- never filled in (Letta 0.16.8)
+    assert.same({ agent.id }, ids(client.identities.agents:list(ident.id)))
+    assert.equal("/v1/identities/" .. ident.id .. "/agents", emu:requests()[#emu:requests()].path)
+    assert.same({ agent.id }, ids(client.identities:agents(ident.id))) -- the older name
+    local n = 0
+    for a in client.identities.agents:each(ident.id, { limit = 1 }) do n = n + 1 assert.equal(agent.id, a.id) end
+    assert.equal(1, n)
     assert.equal(1, #client.agents:list{ identity_id = ident.id })
+    assert.same({ ident.id }, client.agents:retrieve(agent.id).identity_ids)
     local a = client.agents:retrieve(agent.id, { include = { "agent.identities" } })
     assert.equal(ident.id, a.identities[1].id)
     assert.is_nil(client.agents.identities:detach(agent.id, ident.id))
-    assert.same({}, client.identities:retrieve(ident.id).agent_ids)
-    assert.equal(0, #client.identities:agents(ident.id))
+    assert.same({}, client.identities.agents:list(ident.id))
+    assert.same({}, client.agents:retrieve(agent.id).identity_ids)
   end)
 
   it("blocks.identities:attach and detach link an identity and a block (the block is returned)", function()
     local b = client.blocks.identities:attach(block.id, ident.id)
     assert.equal(block.id, b.id)
     assert.equal("/v1/blocks/" .. block.id .. "/identities/attach/" .. ident.id, emu:requests()[1].path)
-    assert.same({ block.id }, client.identities:retrieve(ident.id).block_ids)
-    local blocks = client.identities:blocks(ident.id)
-    assert.equal(1, #blocks)
-    assert.equal(block.id, blocks[1].id)
+    assert.same({}, client.identities:retrieve(ident.id).block_ids) -- never filled in (Letta 0.16.8)
+    assert.same({ block.id }, ids(client.identities.blocks:list(ident.id)))
+    assert.same({ block.id }, ids(client.identities:blocks(ident.id))) -- the older name
     assert.equal(1, #client.blocks:list{ identity_id = ident.id })
     b = client.blocks.identities:detach(block.id, ident.id)
     assert.equal(block.id, b.id)
-    assert.same({}, client.identities:retrieve(ident.id).block_ids)
+    assert.same({}, client.identities.blocks:list(ident.id))
   end)
 
-  it("modify appends agent_ids and block_ids", function()
-    local i = client.identities:modify(ident.id, { agent_ids = { agent.id } })
-    assert.same({ agent.id }, i.agent_ids)
-    i = client.identities:modify(ident.id, { block_ids = { block.id } })
-    assert.same({ agent.id }, i.agent_ids)
-    assert.same({ block.id }, i.block_ids)
+  it("modify appends agent_ids and block_ids (seen through the identity's lists)", function()
+    local other = client.blocks:create{ label = "other", value = "o" }
+    local i = client.identities:modify(ident.id, { agent_ids = { agent.id }, block_ids = { block.id } })
+    assert.same({}, i.agent_ids)
+    assert.same({}, i.block_ids)
+    client.identities:modify(ident.id, { block_ids = { other.id } })
+    assert.same({ agent.id }, ids(client.identities.agents:list(ident.id)))
+    local got = ids(client.identities.blocks:list(ident.id))
+    table.sort(got)
+    local want = { block.id, other.id }
+    table.sort(want)
+    assert.same(want, got)
+  end)
+
+  it("a PATCH of identifier_key onto another identity's key is the server's 409", function()
+    client.identities:create{ identifier_key = "bob", name = "Bob" }
+    local c0 = emu:client{ max_retries = 0 } -- (a 409 to a PATCH is retried, as the SDKs do)
+    local err = fails(c0.identities.modify, c0.identities, ident.id, { identifier_key = "bob" })
+    c0:close()
+    assert.equal(409, err.status)
+    assert.equal("alice", client.identities:retrieve(ident.id).identifier_key)
   end)
 
   it("attach to an unknown identity, agent or block is 404; misuse raises at once", function()

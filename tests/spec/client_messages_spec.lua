@@ -1,6 +1,6 @@
 -- client.agents.messages against the emulator: create (a string or a request table), sending on
--- behalf of an identity (sender_id on every message), list/each, create_async, cancel, and modify
--- refused with a clear error.
+-- behalf of an identity (sender_id on every message), list/each with Letta 0.16.8's paging, empty
+-- messages refused before sending, create_async, cancel, and modify refused with a clear error.
 local emulator = require "emulator"
 local letta = require "letta"
 local null = letta.json.null
@@ -15,7 +15,7 @@ end
 describe("client.agents.messages", function()
   local emu, client, agent
   emulator.suite(_ENV, function(e, c) emu, client = e, c end, { each = function()
-    agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" }, { label = "persona", value = "p" } } }
+    agent = emulator.new_agent(client, { name = "bot", memory_blocks = { { label = "human", value = "?" }, { label = "persona", value = "p" } } })
     emu:clear_requests()
   end })
 
@@ -76,24 +76,93 @@ describe("client.agents.messages", function()
     assert.equal(ident.id, users[1].sender_id)
   end)
 
-  it("list returns the conversation newest first; each follows the cursors", function()
+  -- The conversation as (message_type, text) pairs, in the order given.
+  local function convo(messages)
+    local t = {}
+    for _, m in ipairs(messages) do
+      local text = type(m.content) == "string" and m.content or m.reasoning or ""
+      t[#t + 1] = m.message_type .. ":" .. (text:match("you said: (.*)$") or (m.message_type == "user_message" and text) or "")
+    end
+    return t
+  end
+  local function all_of(iter)
+    local t = {}
+    for m in iter do t[#t + 1] = m end
+    return t
+  end
+
+  it("list returns the newest messages oldest first (Letta 0.16.8's order=desc), asc the oldest", function()
     client.agents.messages:create(agent.id, "first")
     client.agents.messages:create(agent.id, "second")
     local msgs = client.agents.messages:list(agent.id)
-    assert.equal(6, #msgs)
-    assert.equal("assistant_message", msgs[1].message_type)
-    assert.matches("you said: second", msgs[1].content)
+    assert.same({ "system_message:", "user_message:first", "reasoning_message:", "assistant_message:first",
+                  "user_message:second", "reasoning_message:", "assistant_message:second" }, convo(msgs))
+    -- limit counts stored messages: the reasoning and the reply of a step are one, sharing an id
+    local newest = client.agents.messages:list(agent.id, { limit = 2 })
+    assert.same({ "user_message:second", "reasoning_message:", "assistant_message:second" }, convo(newest))
+    assert.equal(newest[2].id, newest[3].id)
     local asc = client.agents.messages:list(agent.id, { order = "asc", limit = 2 })
-    assert.equal(2, #asc)
-    assert.equal("first", asc[1].content)
+    assert.same({ "system_message:", "user_message:first" }, convo(asc))
     emu:check_complete("/v1/agents/" .. agent.id .. "/messages?order=asc&limit=2", asc)
-    local n, ids = 0, {}
-    for m in client.agents.messages:each(agent.id, { limit = 4 }) do
-      n = n + 1
-      assert.is_nil(ids[m.id])
-      ids[m.id] = true
+    -- after = newer than, before = older than, whatever the order
+    assert.same({ "user_message:second", "reasoning_message:", "assistant_message:second" },
+                convo(client.agents.messages:list(agent.id, { after = msgs[4].id })))
+    assert.same({ "system_message:", "user_message:first" },
+                convo(client.agents.messages:list(agent.id, { before = msgs[3].id, order = "asc" })))
+    local err = fails(client.agents.messages.list, client.agents.messages, agent.id, { before = missing_id("message") })
+    assert.equal(404, err.status)
+  end)
+
+  it("each walks back from the newest with before, every message once, newest first", function()
+    for i = 1, 5 do client.agents.messages:create(agent.id, "m" .. i) end
+    local all = client.agents.messages:list(agent.id, { limit = 100 })
+    assert.equal(16, #all) -- the system message, then 5 x (user, reasoning, reply)
+    emu:clear_requests()
+    local walked = all_of(client.agents.messages:each(agent.id, { limit = 2 }))
+    local want = {}
+    for i = #all, 1, -1 do want[#want + 1] = all[i] end
+    assert.same(convo(want), convo(walked))
+    local reqs = emu:requests()
+    assert.is_nil(reqs[1].query:match("before"))
+    for i = 2, #reqs do assert.matches("before=message%-", reqs[i].query) end
+    assert.equal(7, #reqs) -- 11 stored messages, 2 a page, then the empty page
+  end)
+
+  it("each with order asc (or after = id) walks forward with after, oldest first", function()
+    for i = 1, 3 do client.agents.messages:create(agent.id, "m" .. i) end
+    local all = client.agents.messages:list(agent.id)
+    local walked = all_of(client.agents.messages:each(agent.id, { order = "asc", limit = 3 }))
+    assert.same(convo(all), convo(walked))
+    -- from a cursor: everything newer than the first user message, oldest first
+    local since = all_of(client.agents.messages:each(agent.id, { after = all[2].id, limit = 1 }))
+    assert.same({ "reasoning_message:", "assistant_message:m1", "user_message:m2", "reasoning_message:",
+                  "assistant_message:m2", "user_message:m3", "reasoning_message:", "assistant_message:m3" }, convo(since))
+    -- order desc with after: newest first, down to the cursor
+    local back = all_of(client.agents.messages:each(agent.id, { order = "desc", after = all[5].id, limit = 1 }))
+    assert.same({ "assistant_message:m3", "reasoning_message:", "user_message:m3", "assistant_message:m2",
+                  "reasoning_message:" }, convo(back))
+  end)
+
+  it("each filters include_return_message_types itself (a filtered page may be empty mid-way)", function()
+    for i = 1, 4 do client.agents.messages:create(agent.id, "m" .. i) end
+    emu:clear_requests()
+    local replies = all_of(client.agents.messages:each(agent.id, { limit = 1, include_return_message_types = { "user_message" } }))
+    assert.same({ "user_message:m4", "user_message:m3", "user_message:m2", "user_message:m1" }, convo(replies))
+    for _, r in ipairs(emu:requests()) do assert.is_nil(r.query:match("include_return_message_types")) end
+  end)
+
+  it("refuses an empty message before sending it (the server's 400 'Message content is empty')", function()
+    local M = client.agents.messages
+    for _, req in ipairs({ "", { text = "" }, { input = "" }, { messages = { { role = "user", content = {} } } },
+                           { messages = { { role = "user", content = "ok" }, { role = "user", content = "" } } } }) do
+      local err = fails(M.create, M, agent.id, req)
+      assert.matches("bad argument #2 to 'create' %(empty message[ %d]*: Letta refuses a message with no content%)", err)
     end
-    assert.equal(6, n)
+    assert.matches("empty message", fails(M.stream, M, agent.id, ""))
+    assert.matches("empty message", fails(M.create_async, M, agent.id, { text = "" }))
+    assert.equal(0, #emu:requests())
+    -- a blank message is not empty: the server takes it
+    assert.equal("end_turn", M:create(agent.id, " ").stop_reason.stop_reason)
   end)
 
   it("create_async returns a created run; cancel cancels the unfinished ones", function()
@@ -151,7 +220,7 @@ describe("client.agents.messages", function()
     err = fails(client.agents.messages.create, client.agents.messages, agent.id, { text = "x", max_steps = "many" })
     assert.equal(422, err.status)
     assert.matches("max_steps", err.message)
-    assert.equal(0, #client.agents.messages:list(agent.id))
+    assert.equal(1, #client.agents.messages:list(agent.id)) -- its system message only
   end)
 
   it("raises at once on misuse, naming the argument", function()

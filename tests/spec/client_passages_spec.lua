@@ -11,7 +11,7 @@ describe("client.agents.passages", function()
     emu, client = e, c
     P = client.agents.passages
   end, { each = function()
-    agent = client.agents:create{ name = "bot" }
+    agent = emulator.new_agent(client, { name = "bot" })
     emu:clear_requests()
   end })
 
@@ -62,6 +62,35 @@ describe("client.agents.passages", function()
     for _ in P:each(agent.id, { limit = 3 }) do n = n + 1 end
     assert.equal(4, n)
     assert.equal(client.agents.passages, client.agents.archival_memory)
+  end)
+
+  it("each with ascending = false walks newest first with before, never repeating an item", function()
+    for i = 1, 7 do P:create(agent.id, "note " .. i) end
+    emu:clear_requests()
+    local texts = {}
+    for p in P:each(agent.id, { ascending = false, limit = 2 }) do texts[#texts + 1] = p.text end
+    assert.same({ "note 7", "note 6", "note 5", "note 4", "note 3", "note 2", "note 1" }, texts)
+    local reqs = emu:requests()
+    assert.equal(5, #reqs) -- 4 pages, then the empty one
+    for i = 2, #reqs do
+      assert.matches("before=passage%-", reqs[i].query)
+      assert.is_nil(reqs[i].query:match("after="))
+    end
+    -- (an after-cursor would not do: the server reads it as "created later" in either order)
+    local newest = P:list(agent.id, { ascending = false, limit = 2 })
+    assert.equal("note 7", P:list(agent.id, { ascending = false, limit = 2, after = newest[2].id })[1].text)
+    -- ascending: oldest first, with after
+    texts = {}
+    for p in P:each(agent.id, { limit = 3 }) do texts[#texts + 1] = p.text end
+    assert.same({ "note 1", "note 2", "note 3", "note 4", "note 5", "note 6", "note 7" }, texts)
+  end)
+
+  it("search applies tags after picking the top_k nearest (Letta 0.16.8), and a blank query finds nothing", function()
+    P:create(agent.id, { text = "apple one", tags = { "mine" } })
+    P:create(agent.id, { text = "apple two" })
+    assert.equal(0, P:search(agent.id, { query = "apple", tags = { "mine" }, top_k = 1 }).count)
+    assert.equal(1, P:search(agent.id, { query = "apple", tags = { "mine" }, top_k = 2 }).count)
+    assert.equal(0, P:search(agent.id, { query = "  ", top_k = 10 }).count)
   end)
 
   it("search returns {results, count} best first; top_k bounds it", function()
@@ -125,12 +154,12 @@ describe("client.agents.passages", function()
     assert.equal("immutable", P:list(agent.id)[1].text)
   end)
 
-  it("404 for an unknown agent, 422 for a malformed one", function()
+  it("404 for an unknown agent (but its list is just empty: Letta 0.16.8 does not check), 422 for a malformed one", function()
     local id = missing_id("agent")
     local err = fails(P.create, P, id, "x")
     assert.equal(404, err.status)
     assert.equal("404 Not Found: " .. err.message .. " (POST /v1/agents/" .. id .. "/archival-memory)", tostring(err))
-    assert.equal(404, fails(P.list, P, id).status)
+    assert.same({}, P:list(id))
     assert.equal(422, fails(P.search, P, "agent-1", "x").status)
     assert.equal(422, fails(P.create, P, agent.id, { text = "x", tags = "not-a-list" }).status)
   end)

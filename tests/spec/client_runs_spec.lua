@@ -1,5 +1,5 @@
 -- client.runs against the emulator: an async run waited for with runs:wait, its messages, the
--- list, failures and timeouts.
+-- list and each (with Letta 0.16.8's inverted cursors), failures and timeouts.
 local emulator = require "emulator"
 local letta = require "letta"
 local null = letta.json.null
@@ -8,7 +8,7 @@ local fails = emulator.fails
 describe("client.runs", function()
   local emu, client, agent
   emulator.suite(_ENV, function(e, c) emu, client = e, c end, { args = { "--run-delay-ms", "200" }, each = function()
-    agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" } } }
+    agent = emulator.new_agent(client, { name = "bot", memory_blocks = { { label = "human", value = "?" } } })
   end })
 
   it("wait polls an async run until it completes and returns it", function()
@@ -21,7 +21,8 @@ describe("client.runs", function()
     assert.equal("completed", done.status)
     assert.equal("end_turn", done.stop_reason)
     assert.is_string(done.completed_at)
-    assert.equal("integer", math.type(done.total_duration_ns))
+    assert.equal(null, done.total_duration_ns) -- filled in by the list only (run_manager.py:list_runs)
+    assert.equal("integer", math.type(client.runs:list{ agent_id = agent.id }[1].total_duration_ns))
     assert.truthy(took >= 0.15 and took < 3, took)
     assert.truthy(emu:count("GET", "/v1/runs/" .. run.id) >= 2)
     emu:check_complete("/v1/runs/" .. run.id, client.runs:retrieve(run.id))
@@ -43,7 +44,7 @@ describe("client.runs", function()
   end)
 
   it("retrieve reads a run; list filters by agent", function()
-    local other = client.agents:create{ name = "other" }
+    local other = emulator.new_agent(client, { name = "other" })
     local r1 = client.agents.messages:create_async(agent.id, "one")
     local r2 = client.agents.messages:create_async(other.id, "two")
     local got = client.runs:retrieve(r1.id)
@@ -53,9 +54,16 @@ describe("client.runs", function()
     local mine = client.runs:list{ agent_id = agent.id }
     assert.equal(1, #mine)
     assert.equal(r1.id, mine[1].id)
+    -- each: newest first; the next page is asked with before (Letta 0.16.8 reads the runs list's
+    -- cursors the other way round: run_manager_helper.py:_apply_pagination_async)
+    emu:clear_requests()
     local ids = {}
-    for r in client.runs:each{ limit = 1 } do ids[r.id] = true end
-    assert.truthy(ids[r1.id] and ids[r2.id])
+    for r in client.runs:each{ limit = 1 } do ids[#ids + 1] = r.id end
+    assert.same({ r2.id, r1.id }, ids)
+    assert.equal("before=" .. r2.id .. "&limit=1", emu:requests()[2].query)
+    ids = {}
+    for r in client.runs:each{ limit = 1, order = "asc" } do ids[#ids + 1] = r.id end
+    assert.same({ r1.id, r2.id }, ids)
     client.runs:wait(r1.id, { interval = 0.05 })
     client.runs:wait(r2.id, { interval = 0.05 })
   end)
@@ -81,14 +89,18 @@ describe("client.runs", function()
     assert.matches("run still %a+ after 0.3s", err.message)
   end)
 
-  it("404 for an unknown run; misuse raises at once", function()
-    local err = fails(client.runs.retrieve, client.runs, "run-does-not-exist")
+  it("404 for an unknown run, 400 for a malformed id; misuse raises at once", function()
+    local id = emulator.missing_id("run")
+    local err = fails(client.runs.retrieve, client.runs, id)
     assert.equal(404, err.status)
-    assert.equal("404 Not Found: " .. err.message .. " (GET /v1/runs/run-does-not-exist)", tostring(err))
-    err = fails(client.runs.messages, client.runs, "run-does-not-exist")
+    assert.equal("404 Not Found: " .. err.message .. " (GET /v1/runs/" .. id .. ")", tostring(err))
+    err = fails(client.runs.messages, client.runs, id)
     assert.equal(404, err.status)
-    err = fails(client.runs.wait, client.runs, "run-does-not-exist", { interval = 0.01 })
+    err = fails(client.runs.wait, client.runs, id, { interval = 0.01 })
     assert.equal(404, err.status)
+    err = fails(client.runs.retrieve, client.runs, "run-does-not-exist")
+    assert.equal(400, err.status)
+    assert.matches("Invalid run ID format", err.message)
     emu:clear_requests()
     assert.matches("bad argument #1 to 'retrieve' %(run id expected, got nil%)", fails(client.runs.retrieve, client.runs))
     assert.matches("bad argument #1 to 'wait' %(run id expected", fails(client.runs.wait, client.runs, 7))

@@ -21,7 +21,7 @@ end
 describe("client.agents.messages:stream", function()
   local emu, client, agent
   emulator.suite(_ENV, function(e, c) emu, client = e, c end, { each = function()
-    agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" } } }
+    agent = emulator.new_agent(client, { name = "bot", memory_blocks = { { label = "human", value = "?" } } })
     emu:clear_requests()
   end })
 

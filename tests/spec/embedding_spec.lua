@@ -41,7 +41,7 @@ describe("embedding", function()
       package.cpath = arg[1] .. "/?.so;" .. package.cpath
       local letta = require "letta"
       local c = letta.client{ base_url = arg[2] }
-      local agent = c.agents:create{ name = "stock" }
+      local agent = c.agents:create{ name = "stock", model = c.models:pick() }
       local b = c.blocks:create{ label = "Persona_x", value = { name = "X" } }
       c.agents.blocks:attach(agent.id, b.id)
       local tasks = {}

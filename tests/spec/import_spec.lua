@@ -32,7 +32,7 @@ describe("scripts/import.lua", function()
   local function run(args, opts)
     opts = opts or {}
     local env = { LETTA_BASE_URL = (opts.emu or emu).url, LETTA_STORE = dir .. "/store", LETTA_API_KEY = false,
-                  LETTA_PASSWORD = false, LETTASH_LUA_PATH = false }
+                  LETTA_PASSWORD = false, LETTASH_LUA_PATH = support.lua_path }
     local argv = { SCRIPT }
     for _, a in ipairs(args) do argv[#argv + 1] = a end
     return support.lettash(argv, { env = env, stdin = opts.stdin })
@@ -58,7 +58,7 @@ describe("scripts/import.lua", function()
   end
 
   local function new_agent(e)
-    return (e or emu):client().agents:create{ name = "bot", memory_blocks = json.array() }.id
+    return emulator.new_agent((e or emu):client(), { name = "bot", memory_blocks = json.array() }).id
   end
 
   -- The agent's passages on the server (from the admin state).
@@ -136,13 +136,14 @@ describe("scripts/import.lua", function()
     it("never sends an item again while it cannot tell whether the first send landed", function()
       local agent = new_agent()
       emu:faults("kind=commit-500,times=1,route=" .. POST_PASSAGE
-                 .. ";kind=reset,times=3,route=GET /v1/agents/*/archival-memory/search")
+                 .. ";kind=reset,times=3,route=GET /v1/agents/*/archival-memory")
       local path, texts = jsonl_file(dir .. "/one.jsonl", 1)
       local r = run_json({ agent, path })
       assert.equal(1, r.sent)
       assert_exactly(texts, agent)
       assert.equal(1, #posts(emu:requests()))
-      assert.is_true(emu:count("GET", "/v1/agents/[^/]+/archival%-memory/search") >= 4)
+      assert.is_true(emu:count("GET", "/v1/agents/[^/]+/archival%-memory") >= 4) -- looked for by listing
+      assert.equal(0, emu:count("GET", "/v1/agents/[^/]+/archival%-memory/search"))
     end)
 
     it("continues after kill -9 with no gaps and no duplicates, and a third run sends nothing", function()
@@ -183,6 +184,70 @@ describe("scripts/import.lua", function()
       assert.same({ 2000, 0, 2000, 0, 0 }, { r3.items, r3.sent, r3.skipped, r3.recovered, r3.failed })
       assert.equal(0, #posts(emu:requests()))
       assert_exactly(texts, agent)
+    end)
+  end)
+
+  -- -------------------------------------------------------------------------------------------
+  describe("recovery on Letta 0.16.8's search semantics", function()
+    -- 500 lines of one long sentence that differ in one word near the end: a search for an item
+    -- (the tag filter applied after the top_k nearest) cannot tell them apart, a listing by text can.
+    local function near_identical(path, n)
+      local base = "The quarterly inventory report for the northern warehouse lists every pallet, crate and "
+        .. "loose item that arrived during the period, checked twice by the night shift and signed off by the "
+        .. "supervisor on duty, with the usual notes on damaged goods and late deliveries; code word "
+      local f = assert(io.open(path, "wb"))
+      local texts = {}
+      for i = 1, n do
+        texts[i] = base .. string.format("w%04dx", i * 7919 % 10007) .. "."
+        f:write(json.encode({ text = texts[i] }), "\n")
+      end
+      f:close()
+      assert(#base > 250)
+      return texts
+    end
+
+    it("500 near-identical lines killed mid-run (kill -9) and resumed: every line exactly once", function()
+      local agent = new_agent()
+      local path = dir .. "/near.jsonl"
+      local texts = near_identical(path, 500)
+      emu:config{ latency_ms = 40 } -- 500 items at 16 in flight: about 1.3 s
+      finally(function() emu:config{ latency_ms = 0 } end)
+      local out = dir .. "/child"
+      os.execute(string.format("(LETTA_BASE_URL=%s LETTA_STORE=%s exec %s %s %s %s) </dev/null >%s.out 2>%s.err & echo $! >%s.pid",
+                               support.quote(emu.url), support.quote(dir .. "/store"), support.quote(support.bin),
+                               support.quote(SCRIPT), support.quote(agent), support.quote(path), out, out, out))
+      local pid = assert(tonumber(support.read_file(out .. ".pid")))
+      local deadline = loop.now() + 30
+      while #passages_of(agent) < 150 and loop.now() < deadline do
+        assert(emulator.alive(pid), "the import ended before it could be killed: " .. tostring(support.read_file(out .. ".err")))
+        sleep(0.01)
+      end
+      os.execute("kill -9 " .. pid)
+      while emulator.alive(pid) do sleep(0.01) end
+      sleep(0.3) -- the sends the child had in flight land (they are the newest passages)
+      local at_kill = #passages_of(agent)
+      assert(at_kill >= 150 and at_kill < 500, "killed at " .. at_kill .. " passages")
+
+      emu:config{ latency_ms = 0 }
+      emu:clear_requests()
+      local r = run_json({ agent, path })
+      assert.same({ 500, 0 }, { r.items, r.failed })
+      assert.equal(at_kill, r.skipped + r.recovered) -- what landed before the kill is never sent again
+      assert.is_true(r.recovered >= 1, "no send was in flight at the kill")
+      assert.equal(500 - at_kill, #posts(emu:requests()))
+      assert.equal(0, emu:count("GET", "/v1/agents/[^/]+/archival%-memory/search"))
+      assert_exactly(texts, agent) -- checked on the server's own state (/_emulator/state)
+      print(string.format("\n    near-identical: killed at %d passages; rerun: %d already done, %d recovered, %d sent",
+                          at_kill, r.skipped, r.recovered, r.sent))
+    end)
+
+    it("looks for an item with the longest backslash-free piece of its text, at most 512 bytes", function()
+      local needle = require("letta.import").needle
+      assert.equal("plain text", needle("plain text"))
+      assert.equal(" the longer part", needle([[C:\ the longer part\x]]))
+      local long = string.rep("\u{E9}", 400) -- 800 bytes of 2-byte characters
+      assert.equal(string.rep("\u{E9}", 256), needle(long))
+      assert.equal(511, #needle("x" .. long)) -- never cut inside a character
     end)
   end)
 

@@ -136,7 +136,7 @@ describe("limits", function()
     end)
 
     it("applies to each event of a stream: one over the cap ends it with too_large", function()
-      local agent = client.agents:create{ name = "bot" }
+      local agent = emulator.new_agent(client, { name = "bot" })
       local small = emu:client{ max_body = 1024, max_retries = 0 }
       local seen = {}
       local err = emulator.fails(function()
@@ -159,7 +159,7 @@ describe("limits", function()
   describe("a very large passage", function()
     local agent_id
     before_each(function()
-      agent_id = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" } } }.id
+      agent_id = emulator.new_agent(client, { name = "bot", memory_blocks = { { label = "human", value = "?" } } }).id
     end)
 
     it("sent directly (5 MB) gets the server's clear error, and the client goes on", function()
@@ -191,7 +191,7 @@ describe("limits", function()
 
   describe("binary input to import", function()
     it("gives bad lines, reported by number, and sends nothing", function()
-      local agent_id = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" } } }.id
+      local agent_id = emulator.new_agent(client, { name = "bot", memory_blocks = { { label = "human", value = "?" } } }).id
       math.randomseed(8)
       local bytes = {}
       for i = 1, 64 * 1024 do bytes[i] = string.char(math.random(0, 255)) end

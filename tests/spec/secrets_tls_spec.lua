@@ -19,7 +19,7 @@ describe("secrets", function()
   -- run("onboard", {...}) -> r: a workflow script as a child, the token from LETTA_PASSWORD
   local function run(script, args, env)
     local e = { LETTA_BASE_URL = emu.url, LETTA_STORE = dir .. "/store", LETTA_PASSWORD = TOKEN,
-                LETTA_API_KEY = false, LETTASH_LUA_PATH = false, HOME = home }
+                LETTA_API_KEY = false, LETTASH_LUA_PATH = support.lua_path, HOME = home }
     for k, v in pairs(env or {}) do e[k] = v end
     local argv = { support.root .. "/scripts/" .. script .. ".lua" }
     for _, a in ipairs(args) do argv[#argv + 1] = a end
@@ -36,7 +36,7 @@ describe("secrets", function()
     for k, v in pairs(env) do prefix = prefix .. k .. "=" .. support.quote(v) .. " " end
     return support.sh(string.format("%s HOME=%s timeout 30 script -qec %s /dev/null < %s", prefix,
                                     support.quote(home), support.quote(support.bin), support.quote(input)),
-                      { env = { LETTA_API_KEY = false, LETTASH_LUA_PATH = false, LETTA_STORE = dir .. "/store" } })
+                      { env = { LETTA_API_KEY = false, LETTASH_LUA_PATH = support.lua_path, LETTA_STORE = dir .. "/store" } })
   end
 
   local function assert_clean(label, text)
@@ -49,8 +49,8 @@ describe("secrets", function()
     dir = support.tmpdir()
     home = dir .. "/home"
     os.execute("mkdir -p " .. support.quote(home))
-    agent_id = admin.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" },
-                                                                    { label = "persona", value = "helpful" } } }.id
+    agent_id = emulator.new_agent(admin, { name = "bot", memory_blocks = { { label = "human", value = "?" },
+                                                                    { label = "persona", value = "helpful" } } }).id
   end)
   lazy_teardown(function()
     if admin then admin:close() end

@@ -203,7 +203,7 @@ describe("letta.users killed with kill -9", function()
   describe("during chat", function()
     local agent, alice, bob
     before_each(function()
-      agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" }, { label = "persona", value = "p" } } }
+      agent = emulator.new_agent(client, { name = "bot", memory_blocks = { { label = "human", value = "?" }, { label = "persona", value = "p" } } })
       local rs = run("onboard", "alice", "bob")
       alice, bob = rs[1], rs[2]
     end)
@@ -320,13 +320,14 @@ describe("letta.users killed with kill -9", function()
   -- -------------------------------------------------------------------------------------------
   describe("interrupted with Ctrl-C (SIGINT) during chat", function()
     it("while the send is in flight: the chat itself detaches, clears its record and frees the agent", function()
-      local agent = client.agents:create{ name = "bot" }
+      local agent = emulator.new_agent(client, { name = "bot" })
       local alice = run("onboard", "alice")[1]
       emu:config{ latency_ms = LATENCY }
+      local before = agent_in(emu:state(), agent.id).message_count -- (its system message)
       local p = procs.start(emu.url, path, "chat", "alice", agent.id, "hi")
       procs.wait_until(function()
         if not p:alive() then error("the child ended before the send: " .. tostring(p:stderr())) end
-        return agent_in(emu:state(), agent.id).message_count > 0
+        return agent_in(emu:state(), agent.id).message_count > before
       end, 10, "the send")
       os.execute("kill -INT " .. p.pid)
       local code, _, err = p:wait(10)

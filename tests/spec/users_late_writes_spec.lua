@@ -15,7 +15,7 @@ describe("letta.users and late or undecodable answers", function()
     dir = support.tmpdir()
     store = store_mod.open(dir .. "/store")
     users = users_mod.new{ client = client, store = store }
-    agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" } } }
+    agent = emulator.new_agent(client, { name = "bot", memory_blocks = { { label = "human", value = "?" } } })
     alice, bob = users:onboard("alice"), users:onboard("bob")
   end })
   after_each(function()

@@ -136,6 +136,36 @@ describe("letta.users", function()
       assert(ok, err)
     end)
 
+    it("re-onboarded after its store file was deleted, blocks:list dropping every row: adopts its block, says so", function()
+      -- a real server returns every Identity with block_ids = {}: the persona is found through
+      -- GET /v1/identities/{id}/blocks (and never through blocks:list, which drops every row here)
+      local flaky = emulator.start{ "--flaky-block-list", "1.0" }
+      local path = dir .. "/lost-store"
+      local env = { LETTA_BASE_URL = flaky.url, LETTA_STORE = path, LETTA_API_KEY = false, LETTA_PASSWORD = false,
+                    LETTASH_LUA_PATH = support.lua_path }
+      local ok, err = pcall(function()
+        local first = support.lettash({ support.root .. "/scripts/onboard.lua", "alice" }, { env = env })
+        assert(first.code == 0, first.stderr)
+        local block_id = first.stdout:match("alice: created block (block%-[%x%-]+)\n")
+        assert.truthy(block_id, first.stdout)
+        assert.same({}, flaky.admin.identities:list{ identifier_key = "alice" }[1].block_ids) -- as on a real server
+        assert(os.remove(path))
+        os.remove(path .. "-lock")
+        local again = support.lettash({ support.root .. "/scripts/onboard.lua", "alice" }, { env = env })
+        assert(again.code == 0, again.stderr)
+        assert.matches("alice: adopted identity identity%-[%x%-]+ %(left by an interrupted run%)\n", again.stdout)
+        assert.matches("alice: adopted block " .. block_id:gsub("%-", "%%-") .. " %(already linked to identity ", again.stdout)
+        assert.no.matches("created", again.stdout)
+        local s = store_mod.open(path)
+        local rok, rerr = pcall(assert_onboarded, flaky, s, "alice")
+        s:close()
+        assert(rok, rerr)
+        assert.equal(1, #flaky:state().blocks)
+      end)
+      flaky:stop()
+      assert(ok, err)
+    end)
+
     it("adopts an identity whose create was applied but answered 500 (commit-500)", function()
       emu:faults("kind=commit-500,times=1,route=POST /v1/identities/")
       local r = users:onboard("bob")
@@ -219,7 +249,7 @@ describe("letta.users", function()
   describe("chat", function()
     local agent, alice
     before_each(function()
-      agent = client.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" }, { label = "persona", value = "p" } } }
+      agent = emulator.new_agent(client, { name = "bot", memory_blocks = { { label = "human", value = "?" }, { label = "persona", value = "p" } } })
       alice = users:onboard("alice")
       emu:clear_requests()
     end)
@@ -321,7 +351,7 @@ describe("letta.users", function()
     end)
 
     it("two processes chatting as one user at once, on two agents, keep every exchange in the history", function()
-      local other = client.agents:create{ name = "bot2" }
+      local other = emulator.new_agent(client, { name = "bot2" })
       emu:config{ latency_ms = 10 }
       local path = dir .. "/store"
       local pa = procs.start(emu.url, path, "chat", "alice", agent.id, "to one", 5)
@@ -410,7 +440,7 @@ describe("letta.users", function()
     end)
 
     it("detaches the persona from an agent where a killed chat left it", function()
-      local agent = client.agents:create{ name = "bot" }
+      local agent = emulator.new_agent(client, { name = "bot" })
       local r = users:onboard("alice")
       client.agents.blocks:attach(agent.id, r.block_id)
       store:update(function(txn)
@@ -500,7 +530,7 @@ describe("letta.users", function()
     end)
 
     it("reports an attachment and a lease a killed chat left; fix detaches and frees the agent", function()
-      local agent = client.agents:create{ name = "bot" }
+      local agent = emulator.new_agent(client, { name = "bot" })
       local r = users:onboard("alice")
       local dead = tonumber(support.sh("sh -c 'echo $$'").stdout) -- a process that has ended
       client.agents.blocks:attach(agent.id, r.block_id)

@@ -61,10 +61,10 @@ describe("valgrind", function()
     if skip() then return end
     local dir = support.tmpdir()
     local admin = emu:client()
-    local agent = admin.agents:create{ name = "bot", memory_blocks = { { label = "human", value = "?" } } }
+    local agent = emulator.new_agent(admin, { name = "bot", memory_blocks = { { label = "human", value = "?" } } })
     admin:close()
     local env = { LETTA_BASE_URL = emu.url, LETTA_STORE = dir .. "/store", LETTA_API_KEY = false,
-                  LETTA_PASSWORD = false, LETTASH_LUA_PATH = false }
+                  LETTA_PASSWORD = false, LETTASH_LUA_PATH = support.lua_path }
     for _, args in ipairs({ { "onboard", "vera" }, { "chat", "vera", agent.id, "--stream", "hello" }, { "doctor" } }) do
       local cmd = VALGRIND .. support.quote(support.bin) .. " " .. support.quote(support.root .. "/scripts/" .. args[1] .. ".lua")
       for i = 2, #args do cmd = cmd .. " " .. support.quote(args[i]) end

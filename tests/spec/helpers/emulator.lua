@@ -53,6 +53,7 @@ function _M.suite(env, set, opts)
   env.lazy_setup(function()
     emu = _M.start(opts.args)
     client = emu:client(opts.client)
+    pcall(_M.models, client) -- asked once, before the tests: their request logs do not hold it
     set(emu, client)
   end)
   env.lazy_teardown(function()
@@ -226,6 +227,40 @@ end
 function Emulator:config(fields)
   if fields == nil then return self.admin:get("/_emulator/config") end
   return self.admin:post("/_emulator/config", { body = fields })
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Agents as a script makes them on a real server: with a model (and an embedding model) the
+-- server lists (GET /v1/models/, GET /v1/models/embedding). The handles are asked once per
+-- server, so that request logs hold them at most once.
+
+local models = {} -- base_url -> {model=, embedding=}
+
+-- emulator.models(client) -> {model=, embedding=}: the handles specs create agents with.
+function _M.models(client)
+  local m = models[client.base_url]
+  if not m then
+    -- the first listed, as models:pick() does without LETTA_MODEL (not read here: specs are hermetic)
+    m = { model = assert(client.models:list()[1], "the server lists no model").handle,
+          embedding = assert(client.models.embedding:list()[1], "the server lists no embedding model").handle }
+    models[client.base_url] = m
+  end
+  return m
+end
+
+-- emulator.agent_fields(client, fields) -> a copy of fields with model and embedding set (unless
+-- fields has them).
+function _M.agent_fields(client, fields)
+  local f, m = {}, _M.models(client)
+  for k, v in pairs(fields or {}) do f[k] = v end
+  if f.model == nil then f.model = m.model end
+  if f.embedding == nil then f.embedding = m.embedding end
+  return f
+end
+
+-- emulator.new_agent(client, fields) -> client.agents:create(agent_fields(client, fields)).
+function _M.new_agent(client, fields)
+  return client.agents:create(_M.agent_fields(client, fields))
 end
 
 -- ---------------------------------------------------------------------------------------------

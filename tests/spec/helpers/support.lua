@@ -10,6 +10,9 @@ end
 -- The binary under test: bin/lettash, or bin/asan/lettash when tests/run.sh runs with ASAN=1.
 _M.bin = abspath(os.getenv("LETTASH_BIN") or "bin/lettash")
 _M.root = abspath(".")
+-- LETTASH_LUA_PATH for the children: the Lua library the specs run on (the compiled-in one, as
+-- tests/run.sh runs them, unless LETTASH_LUA_PATH points the specs at a working copy).
+_M.lua_path = os.getenv("LETTASH_LUA_PATH") or false
 
 function _M.quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
