@@ -756,6 +756,7 @@ local SPEC = {
     .. "check could not run (usage, no connection, password refused), 130 on Ctrl-C.",
   options = { { "model", arg = "HANDLE", help = "the model of the agent it makes (default: LETTA_MODEL, else the first listed)" } },
   args = { max = 0 },
+  error_status = 2, -- 1 means "a behaviour lettash needs differs"
 }
 
 SPEC.run = function(cx)
@@ -808,20 +809,6 @@ SPEC.run = function(cx)
   local result = { server = { url = url, version = type(run.health) == "table" and run.health.version or nil },
                    ok = not needed, checks = cli.array(results), totals = totals, left_on_server = cli.array(run.left) }
   return result, {}, needed and 1 or 0
-end
-
--- Usage errors exit 2 (cli.main would exit 1, which here means "a needed behaviour differs").
-do
-  local ok, err = pcall(function()
-    local opts, pos = cli.parse(arg or {}, SPEC)
-    if not opts.help and #pos > 0 then
-      cli.usage_error("unexpected argument '" .. pos[1] .. "' (usage: " .. SPEC.usage .. "; try --help)")
-    end
-  end)
-  if not ok then
-    io.stderr:write(NAME, ": ", cli.message(err), "\n")
-    os.exit(2, true)
-  end
 end
 
 cli.main(SPEC)

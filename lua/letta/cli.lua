@@ -1,7 +1,7 @@
 -- What the scripts in scripts/ share, so each stays a page: arguments (--help, --json, unknown
 -- options refused), the client and store built from the environment and the store's settings,
 -- output as text or JSON, and any failure turned into ONE line "<script>: <message>" on stderr
--- with exit status 1 (130 when interrupted). See scripts/onboard.lua for the shape of a script.
+-- with exit status 1 (spec.error_status; 130 when interrupted). See scripts/onboard.lua for the shape of a script.
 local letta = require "letta"
 local json = letta.json
 
@@ -154,7 +154,8 @@ local function help_text(spec, prog)
   lines[#lines + 1] = ""
   lines[#lines + 1] = "Environment: LETTA_BASE_URL (else the base_url setting, else http://localhost:8283),"
   lines[#lines + 1] = "LETTA_API_KEY or LETTA_PASSWORD (never stored), LETTA_STORE (the local store)."
-  lines[#lines + 1] = "Errors: one line '" .. spec.name .. ": <message>' on stderr, exit status 1."
+  lines[#lines + 1] = "Errors: one line '" .. spec.name .. ": <message>' on stderr, exit status "
+                      .. (spec.error_status or 1) .. "."
   return table.concat(lines, "\n") .. "\n"
 end
 
@@ -231,6 +232,7 @@ end
 --   notes    more help text (optional)
 --   options  {{"name", arg = "NAME", help = "..."}, {"stream", help = "..."}}
 --   args     {min = 1, max = 1} positional count (max = nil: any)
+--   error_status  exit status of an error, usage errors included (default 1)
 --   run      function(cx) -> result, lines [, exit status]: result is printed as JSON with --json,
 --            lines (strings) otherwise. cx.opts, cx.args, cx.json, cx:store(), cx:client(),
 --            cx:users(), cx:settings(), cx:username(s).
@@ -261,7 +263,7 @@ function _M.main(spec, argv)
     code = err
   else
     local msg = _M.message(err)
-    if msg:match("interrupted!$") then msg, code = "interrupted", 130 else code = 1 end
+    if msg:match("interrupted!$") then msg, code = "interrupted", 130 else code = spec.error_status or 1 end
     io.stdout:flush()
     io.stderr:write(spec.name, ": ", msg, "\n")
   end

@@ -117,7 +117,7 @@ function Users:ensure_identity(rec, opts, actions)
     local cause = res
     res = c.identities:find(rec.username, { identity_type = "user" })
     if not res then error(cause, 0) end -- it did not land: the next run creates it
-    actions[#actions + 1] = "adopted identity " .. res.id .. " (left by an interrupted run)"
+    actions[#actions + 1] = "adopted identity " .. res.id .. " (already on the server: an interrupted run or a lost store)"
   else
     error(res, 0)
   end
