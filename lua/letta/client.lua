@@ -162,21 +162,30 @@ end
 -- list's own order); the end is an empty page. Messages and passages page differently: see
 -- resources.lua.
 
--- client:each_item(path, query) -> iterator over every item of every page.
-function Client:each_item(path, query)
+-- client:each_item(path, query [, walk]) -> iterator over every item of every page. For lists
+-- that page otherwise, walk.next(q, page) sets the cursor of the page after `page` in the query q
+-- and returns false at the end (default: after = the last id), and walk.items(page) gives the
+-- items of a page to yield, in order (default: the page). An empty page is always the end.
+local function after_last(q, page)
+  q.after = page[#page].id
+  return true
+end
+
+function Client:each_item(path, query, walk)
   local q = {}
   for k, v in pairs(query or {}) do q[k] = v end
-  local page, i = nil, 0
+  local advance, items = walk and walk.next or after_last, walk and walk.items
+  local page, list, i = nil, nil, 0
   return function()
     while true do
-      if page and i < #page then
+      if list and i < #list then
         i = i + 1
-        return page[i]
+        return list[i]
       end
-      if page and #page == 0 then return nil end
-      if page then q.after = page[#page].id end
+      if page and (#page == 0 or not advance(q, page)) then return nil end
       page, i = self:get(path, { query = q }), 0
       if type(page) ~= "table" then return nil end
+      list = items and items(page) or page
     end
   end
 end

@@ -53,6 +53,14 @@ local function resource(client, methods, call)
   return setmetatable({ _c = client }, { __index = methods, __call = call })
 end
 
+-- A walk (client:each_item) that asks for the page after `page` with before = its last id, and
+-- stops when that makes no progress.
+local function before_last(q, page)
+  if page[#page].id == q.before then return false end
+  q.before = page[#page].id
+  return true
+end
+
 -- Adds list(query) and each(query) for a collection path built by path_of(self, ...).
 local function listing(methods, path_of)
   methods.list = function(self, ...)
@@ -258,24 +266,20 @@ function Messages:each(agent_id, query)
   end
   if q.order == nil and q.after ~= nil then q.order = "asc" end
   local forward = q.order == "asc"
-  local path = "/v1/agents/" .. escape(agent_id) .. "/messages"
-  local page, i = nil, 0
-  return function()
-    while true do
-      if page and i < #page then
-        i = i + 1
-        local m = page[forward and i or #page - i + 1]
-        if not wanted or (type(m) == "table" and wanted[m.message_type]) then return m end
-      else
-        if page then
-          if #page == 0 then return nil end
-          if forward then q.after = page[#page].id else q.before = page[1].id end
-        end
-        page, i = self._c:get(path, { query = q }), 0
-        if type(page) ~= "table" then page = {} end
+  return self._c:each_item("/v1/agents/" .. escape(agent_id) .. "/messages", q, {
+    next = function(q, page)
+      if forward then q.after = page[#page].id else q.before = page[1].id end
+      return true
+    end,
+    items = function(page)
+      local out = {}
+      for k = 1, #page do
+        local m = page[forward and k or #page - k + 1]
+        if not wanted or (type(m) == "table" and wanted[m.message_type]) then out[#out + 1] = m end
       end
-    end
-  end
+      return out
+    end,
+  })
 end
 function Messages:create_async(agent_id, req)
   check_id(agent_id, 1, "create_async", "agent id")
@@ -398,22 +402,7 @@ function Runs:list(query) return self._c:get("/v1/runs/", { query = check_table(
 -- BEFORE it in the list's order and `before` = id those after it, in either order. So the next
 -- page is asked with before = the last id of the page.
 function Runs:each(query)
-  local q = copy(check_table(query, 1, "each", true))
-  local page, i = nil, 0
-  return function()
-    while true do
-      if page and i < #page then
-        i = i + 1
-        return page[i]
-      end
-      if page then
-        if #page == 0 or page[#page].id == q.before then return nil end -- the end, or no progress
-        q.before = page[#page].id
-      end
-      page, i = self._c:get("/v1/runs/", { query = q }), 0
-      if type(page) ~= "table" then page = {} end
-    end
-  end
+  return self._c:each_item("/v1/runs/", check_table(query, 1, "each", true), { next = before_last })
 end
 function Runs:messages(id, query)
   check_id(id, 1, "messages", "run id")
@@ -666,25 +655,21 @@ function Passages:each(agent_id, query)
   if not (q.ascending == false or q.ascending == "false") then
     return self._c:each_item(archival(agent_id), q)
   end
-  local path = archival(agent_id)
-  local page, i, previous = nil, 0, {}
-  return function()
-    while true do
-      if page and i < #page then
-        i = i + 1
-        local p = page[i]
-        if not previous[p.id] then return p end
-      else
-        if page then
-          if #page == 0 or page[#page].id == q.before then return nil end -- the end, or no progress
-          q.before, previous = page[#page].id, {}
-          for _, p in ipairs(page) do previous[p.id] = true end
-        end
-        page, i = self._c:get(path, { query = q }), 0
-        if type(page) ~= "table" then page = {} end
+  local previous = {} -- the ids of the page before: a created_at tie can bring them again
+  return self._c:each_item(archival(agent_id), q, {
+    next = function(q, page)
+      previous = {}
+      for _, p in ipairs(page) do previous[p.id] = true end
+      return before_last(q, page)
+    end,
+    items = function(page)
+      local out = {}
+      for _, p in ipairs(page) do
+        if not previous[p.id] then out[#out + 1] = p end
       end
-    end
-  end
+      return out
+    end,
+  })
 end
 
 -- passages:create(agent_id, {text=, tags=, created_at=}) -> array of passages (Letta's shape)

@@ -6,7 +6,8 @@ import random
 import re
 import time
 
-from emu_core import ALL_RELATIONSHIPS, ApiError, content_text, iso, new_id, parse_datetime, words
+from emu_core import (ALL_RELATIONSHIPS, DB_ERROR, UNKNOWN_ERROR, ApiError, content_text, ilike, iso, new_id,
+                      parse_datetime, words)
 
 # letta/prompts/system_prompts/letta_v1.py:PROMPT, stripped (prompts/gpt_system.py:get_system_text)
 LETTA_V1_SYSTEM = """<base_instructions>
@@ -67,7 +68,6 @@ LLM_TYPES = {"openai", "anthropic", "google_ai", "google_vertex", "azure", "groq
 EMBEDDING_TYPES = {"openai", "anthropic", "bedrock", "google_ai", "google_vertex", "azure", "groq", "ollama",
                    "vllm", "mistral", "together"}
 BOOL_TRUE = {"1", "on", "t", "true", "y", "yes"}   # pydantic's lax bool parsing of a query string
-DB_ERROR = "A database error occurred."            # app.py:dbapi_error_handler (e.g. a negative LIMIT)
 
 
 def _context_window(name):
@@ -82,24 +82,6 @@ def _context_window(name):
 def _is_openai_reasoner(name):
     """llm_api/openai_client.py:is_openai_reasoning_model."""
     return name.startswith(("o1", "o3", "o4", "gpt-5"))
-
-
-def _like(pattern):
-    """A Postgres ILIKE '%text%' as a regex: % and _ are wildcards, backslash escapes."""
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 1
-        elif ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return re.compile(".*" + "".join(out) + ".*", re.I | re.S)
 
 
 def _stamp(value):
@@ -449,8 +431,7 @@ class AgentsApi:
         if p.get("name"):
             agents = [a for a in agents if a["name"] == p["name"]]
         if p.get("query_text"):          # ILIKE '%query_text%'
-            rx = _like(p["query_text"])
-            agents = [a for a in agents if rx.fullmatch(a["name"])]
+            agents = [a for a in agents if ilike("%" + p["query_text"] + "%", a["name"])]
         for field in ("project_id", "template_id", "base_template_id", "last_stop_reason", "created_by_id"):
             if p.get(field):
                 agents = [a for a in agents if a.get(field) == p[field]]
@@ -571,7 +552,7 @@ class AgentsApi:
                 new = list(dict.fromkeys(body["block_ids"]))
                 missing = [b for b in new if b not in self.s.blocks]
                 if missing:   # label_map[bid] of an unknown id: KeyError, app.py's generic 500
-                    raise ApiError(500, "An unknown error occurred")
+                    raise ApiError(500, UNKNOWN_ERROR)
                 block_ids = self._replace_blocks(a, new)
             if body.get("identity_ids") is not None:
                 for iid in body["identity_ids"]:

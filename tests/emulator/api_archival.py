@@ -9,10 +9,9 @@ import math
 import re
 import time
 
-from emu_core import (ARCHIVAL_TOKEN_LIMIT, DEFAULT_ORG_ID, ApiError, UUID4_RX, _dedup, _zone, iso, new_id,
-                      parse_datetime, words)
+from emu_core import (ARCHIVAL_TOKEN_LIMIT, DB_ERROR, DEFAULT_ORG_ID, UNKNOWN_ERROR, UUID4_RX, ApiError, _dedup,
+                      _zone, ilike, iso, new_id, parse_datetime, words)
 
-DB_ERROR = "A database error occurred."     # app.py:dbapi_error_handler (e.g. a negative LIMIT)
 RETRIEVAL_QUERY_DEFAULT_PAGE_SIZE = 5       # letta/constants.py
 
 
@@ -32,26 +31,9 @@ def _limit(items, limit):
     return items[:limit]
 
 
-def _like(needle):
-    """lower(text) LIKE '%' || lower(needle) || '%' as Postgres reads the whole pattern: % any run,
-    _ any one character, a backslash escapes the next one (a trailing one in `needle` escapes the
-    closing %). Returns a predicate on the lower-cased text."""
-    pattern, out, i = "%" + needle.lower() + "%", [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.S).fullmatch
-
-
 def _text_search(items, query):
     """build_agent_passage_query without an embedding: lower(text) LIKE '%query%', oldest first."""
-    match = _like(query)
-    return sorted((x for x in items if match(x["text"].lower())), key=lambda x: (x["_ts"], x["id"]))
+    return sorted((x for x in items if ilike("%" + query + "%", x["text"])), key=lambda x: (x["_ts"], x["id"]))
 
 
 def _iso_to_ts(text):
@@ -260,7 +242,7 @@ class ArchivalApi:
                 # server.default_embedding_config, which SyncServer does not have
                 shown = [a for a in self.s.agents.values() if not a.get("hidden")]
                 if not shown:
-                    raise ApiError(500, "An unknown error occurred")
+                    raise ApiError(500, UNKNOWN_ERROR)
                 config = self._embedding_config(min(shown, key=self._key))
             if agent_id:                    # agent_id wins over archive_id
                 items = self._agent_passages(agent_id)
@@ -303,7 +285,7 @@ class ArchivalApi:
             actor = self._actor(req)
             a = self._archive(req.path_params["archive_id"])
             if a["_archive_embedding_config"] is None:      # archive.embedding_config.embedding_endpoint_type
-                raise ApiError(500, "An unknown error occurred")
+                raise ApiError(500, UNKNOWN_ERROR)
             created = [_iso_to_ts(it["created_at"]) if isinstance(it.get("created_at"), str) and it["created_at"]
                        else None for it in items]
             out = [self._new_passage(a, it["text"], it.get("tags"), ts, it.get("metadata"), actor,

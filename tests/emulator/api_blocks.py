@@ -4,7 +4,7 @@ identities handlers share. FIDELITY.md (## blocks) cites the server source for e
 import datetime as dt
 import re
 
-from emu_core import ApiError, DEFAULT_ORG_ID, DEFAULT_USER_ID, UUID4_RX, _dedup
+from emu_core import DB_ERROR, UNKNOWN_ERROR, ApiError, DEFAULT_ORG_ID, DEFAULT_USER_ID, UUID4_RX, _dedup, ilike
 
 # letta/constants.py; Human/Persona in letta/schemas/block.py default their description to these.
 DEFAULT_HUMAN_BLOCK_DESCRIPTION = ("The human block: Stores key details about the person you are conversing with, "
@@ -16,8 +16,6 @@ DEFAULT_PERSONA_BLOCK_DESCRIPTION = ("The persona block: Stores details about yo
 BLOCK_UPDATE_FIELDS = ("value", "limit", "project_id", "template_name", "is_template", "template_id",
                        "base_template_id", "deployment_id", "entity_id", "preserve_on_migration", "label",
                        "read_only", "description", "metadata", "hidden", "tags")
-DB_ERROR = "A database error occurred."      # app.py:dbapi_error_handler (e.g. a negative LIMIT)
-UNKNOWN_ERROR = "An unknown error occurred"  # app.py:generic_error_handler
 # letta/validators.py:PRIMITIVE_ID_PATTERNS, used with re.match as the server does
 IDENTITY_ID_RX = re.compile("^identity-" + UUID4_RX + "$")
 _TRUE = {"true", "1", "yes", "on", "t", "y"}
@@ -38,23 +36,6 @@ def invalid_id(kind, value):
     """letta/validators.py:raise_on_invalid_id -> LettaInvalidArgumentError -> 400 (str adds the code)."""
     return ApiError(400, "INVALID_ARGUMENT: Invalid %s ID format: %s. Expected format: '%s-<uuid4>'"
                     % (kind, value, kind))
-
-
-def ilike(pattern, text):
-    """Postgres ILIKE: % matches any run, _ one character, a backslash escapes the next one. NULL
-    never matches."""
-    if text is None:
-        return False
-    rx, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            rx.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        rx.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
-        i += 1
-    return re.fullmatch("".join(rx), text, re.S | re.I) is not None
 
 
 def include_relationships(req):

@@ -3,8 +3,8 @@ its state, but like the server never shows them in an Identity: they are read th
 /v1/identities/{id}/agents, /v1/identities/{id}/blocks and an agent's identity_ids. FIDELITY.md
 (## identities) cites the server source for each behaviour."""
 
-from emu_core import DEFAULT_ORG_ID, ApiError, _dedup, new_id
-from api_blocks import IDENTITY_ID_RX, UNKNOWN_ERROR, ilike, include_relationships, invalid_id, unique_violation
+from emu_core import DEFAULT_ORG_ID, UNKNOWN_ERROR, ApiError, _dedup, ilike, new_id
+from api_blocks import IDENTITY_ID_RX, include_relationships, invalid_id, unique_violation
 
 
 class IdentitiesApi:

@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from emu_core import (ApiError, Stream, TERMINAL_RUN_STATES, _deltas, _zone, content_text,
+from emu_core import (UNKNOWN_ERROR, ApiError, Stream, TERMINAL_RUN_STATES, _deltas, _zone, content_text,
                        is_1_0_sdk_version, iso, msg_date, new_id, sse, words)
 
 # routers/v1/runs.py:retrieve_stream_for_run and services/streaming_service.py:create_agent_stream
@@ -841,7 +841,7 @@ class MessagesApi:
         """routers/v1/runs.py:delete_run calls runs_manager.delete_run_by_id, which RunManager does
         not have (it has delete_run): the AttributeError becomes app.py's generic 500 and nothing
         is deleted."""
-        raise ApiError(500, "An unknown error occurred")
+        raise ApiError(500, UNKNOWN_ERROR)
 
     def run_messages(self, req):
         """run_manager.py:get_run_messages: the run's rows, listed in the requested order (no

@@ -45,6 +45,27 @@ class Stream:
         self.events = events
 
 
+DB_ERROR = "A database error occurred."       # app.py:dbapi_error_handler (e.g. a negative LIMIT)
+UNKNOWN_ERROR = "An unknown error occurred"   # app.py:generic_error_handler (any unmapped exception)
+
+
+def ilike(pattern, text):
+    """Postgres `text ILIKE pattern`: % matches any run, _ one character, a backslash escapes the
+    next one; NULL never matches. (lower(text) LIKE lower(pattern) is the same thing.)"""
+    if text is None:
+        return False
+    rx, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            rx.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        rx.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+        i += 1
+    return re.fullmatch("".join(rx), text, re.S | re.I) is not None
+
+
 def new_id(prefix):
     return "%s-%s" % (prefix, uuid.uuid4())
 

@@ -4,6 +4,7 @@ its emulator stops, that every response it sent matched the route's response sch
 
 import http.client
 import json
+import re
 import os
 import select
 import signal
@@ -167,6 +168,35 @@ def parse_sse(text):
                 data.append(line[5:].strip())
         events.append((name, "\n".join(data)))
     return events
+
+
+# ---- what the server's answers look like ---------------------------------------------------
+UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+MISSING_AGENT = "agent-00000000-0000-4000-8000-000000000000"
+MISSING_BLOCK = "block-00000000-0000-4000-8000-000000000000"
+MISSING_IDENTITY = "identity-00000000-0000-4000-8000-000000000000"
+ORG = "org-00000000-0000-4000-8000-000000000000"
+# read_async's NoResultFound text prints the actor; its created_at/updated_at are the emulator's
+# start time (letta_api.py:_read_not_found): masked() replaces them with TS.
+WHEN_RX = re.compile(r"datetime\.datetime\([^)]*tzinfo=datetime\.timezone\.utc\)")
+TS = "<when>"
+ACTOR = ("access level in ['read'] for actor='id='user-00000000-0000-4000-8000-000000000000' "
+         "organization_id='%s' name='default_user' created_at=%s updated_at=%s is_deleted=False'" % (ORG, TS, TS))
+UNKNOWN = {"detail": "An unknown error occurred"}
+DB_ERROR = {"detail": "A database error occurred."}
+
+
+def masked(r):
+    """(status, body) with the actor's timestamps in a 404 text replaced by TS."""
+    body = r.json
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        body = dict(body, detail=WHEN_RX.sub(TS, body["detail"]))
+    return r.status, body
+
+
+def read_404(model, obj_id):
+    """orm/sqlalchemy_base.py:read_async's NoResultFound text (app.py maps it to 404), masked."""
+    return {"detail": "%s not found with id='['%s']', %s" % (model, obj_id, ACTOR)}
 
 
 # ---- data builders --------------------------------------------------------------------------

@@ -5,13 +5,9 @@ and its side effects, context, and the model lists. Each test names the server s
 
 import unittest
 
-from emu_helpers import (LEGACY_HEADERS, SDK_HEADERS, Emulator, EmulatorTestCase, make_agent, make_block,
-                         make_identity)
+from emu_helpers import (LEGACY_HEADERS, MISSING_AGENT, MISSING_BLOCK, MISSING_IDENTITY, SDK_HEADERS, UUID4,
+                         Emulator, EmulatorTestCase, make_agent, make_block, make_identity)
 
-UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
-MISSING_AGENT = "agent-00000000-0000-4000-8000-000000000000"
-MISSING_BLOCK = "block-00000000-0000-4000-8000-000000000000"
-MISSING_IDENTITY = "identity-00000000-0000-4000-8000-000000000000"
 MODEL = "openai/gpt-4o-mini"
 ACTOR_404 = ("%s not found with id='['%s']', access level in ['read'] for actor='id='user-00000000-0000-4000-"
              "8000-000000000000' organization_id='org-00000000-0000-4000-8000-000000000000' name='default_user' "

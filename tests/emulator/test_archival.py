@@ -2,18 +2,11 @@
 below are relative to the letta repository): list, create, search, delete, org-wide search, and
 POST /v1/archives/{id}/passages[/batch]. ENDPOINTS.md §8."""
 
-import re
 import unittest
 
-from emu_helpers import EmulatorTestCase, make_agent
+from emu_helpers import ACTOR, MISSING_AGENT, WHEN_RX, EmulatorTestCase, make_agent
 
-MISSING_AGENT = "agent-00000000-0000-4000-8000-000000000000"
 MISSING_ARCHIVE = "archive-00000000-0000-4000-8000-000000000000"
-# read_async's NoResultFound prints the actor; its timestamps are the emulator's start time
-WHEN_RX = re.compile(r"datetime\.datetime\([^)]*tzinfo=datetime\.timezone\.utc\)")
-ACTOR = ("access level in ['read'] for actor='id='user-00000000-0000-4000-8000-000000000000' organization_id="
-         "'org-00000000-0000-4000-8000-000000000000' name='default_user' created_at=<when> updated_at=<when> "
-         "is_deleted=False'")
 
 
 class ArchivalTest(EmulatorTestCase):

@@ -4,10 +4,8 @@ test names the server source (Letta 0.16.8) that decides what it checks."""
 
 import unittest
 
-from emu_helpers import EmulatorTestCase, make_agent, make_block
+from emu_helpers import MISSING_AGENT, MISSING_BLOCK, EmulatorTestCase, make_agent, make_block
 
-MISSING_AGENT = "agent-00000000-0000-4000-8000-000000000000"
-MISSING_BLOCK = "block-00000000-0000-4000-8000-000000000000"
 READ_404 = ("%s not found with id='['%s']', access level in ['read'] for actor='id='user-00000000-0000-4000-"
             "8000-000000000000' organization_id='org-00000000-0000-4000-8000-000000000000' name='default_user' ")
 

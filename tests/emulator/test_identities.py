@@ -4,41 +4,10 @@ upsert-creates; replace semantics), retrieve, modify (merge/append, 409 on a tak
 properties, agents/blocks of an identity, and agent<->identity attach/detach. Each test names the
 server source (Letta 0.16.8) that decides the behaviour."""
 
-import re
 import unittest
 
-from emu_helpers import EmulatorTestCase, LEGACY_HEADERS, make_block, make_identity
-from emu_helpers import make_agent as _make_agent
-
-MISSING_AGENT = "agent-00000000-0000-4000-8000-000000000000"
-MISSING_BLOCK = "block-00000000-0000-4000-8000-000000000000"
-MISSING_IDENTITY = "identity-00000000-0000-4000-8000-000000000000"
-ORG = "org-00000000-0000-4000-8000-000000000000"
-# the actor's created_at/updated_at: the emulator's start time (letta_api.py:_read_not_found)
-WHEN_RX = re.compile(r"datetime\.datetime\([^)]*tzinfo=datetime\.timezone\.utc\)")
-TS = "<when>"
-ACTOR = ("access level in ['read'] for actor='id='user-00000000-0000-4000-8000-000000000000' "
-         "organization_id='%s' name='default_user' created_at=%s updated_at=%s is_deleted=False'" % (ORG, TS, TS))
-UNKNOWN = {"detail": "An unknown error occurred"}
-
-
-
-def make_agent(c, **body):
-    """An agent needs a model on 0.16.8 (server.py:create_agent_async)."""
-    body.setdefault("model", "openai/gpt-4o-mini")
-    return _make_agent(c, **body)
-
-def masked(r):
-    """(status, body) with the actor's timestamps in a 404 text replaced by <when>."""
-    body = r.json
-    if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        body = dict(body, detail=WHEN_RX.sub(TS, body["detail"]))
-    return r.status, body
-
-
-def read_404(model, obj_id):
-    """orm/sqlalchemy_base.py:read_async's NoResultFound text (app.py maps it to 404)."""
-    return {"detail": "%s not found with id='['%s']', %s" % (model, obj_id, ACTOR)}
+from emu_helpers import (ACTOR, LEGACY_HEADERS, MISSING_AGENT, MISSING_BLOCK, MISSING_IDENTITY, ORG, TS,
+                         UNKNOWN, WHEN_RX, EmulatorTestCase, make_agent, make_block, make_identity, masked, read_404)
 
 
 def duplicate_409(key, project="null"):

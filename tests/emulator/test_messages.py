@@ -4,10 +4,10 @@ checks (Letta 0.16.8, paths relative to the letta repository). Runs: test_runs.p
 import json
 import unittest
 
-from emu_helpers import LEGACY_HEADERS, SDK_HEADERS, EmulatorTestCase, make_agent, make_block, make_identity
+from emu_helpers import (LEGACY_HEADERS, MISSING_AGENT, SDK_HEADERS, EmulatorTestCase, make_agent, make_block,
+                         make_identity)
 
 MISSING_MESSAGE = "message-00000000-0000-4000-8000-000000000000"
-MISSING_AGENT = "agent-00000000-0000-4000-8000-000000000000"
 
 
 def otid_from_id(message_id, index):
