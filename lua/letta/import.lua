@@ -193,12 +193,13 @@ _M.readers = { jsonl = jsonl_reader, csv = csv_reader, text = text_reader }
 -- (helpers/agent_manager_helper.py:build_agent_passage_query, reached through
 -- server.py:get_agent_archival_async): every passage holding the piece is listed, the item's own
 -- among them, however many look alike (they are paged through). The piece is the longest run
--- without '\' (PostgreSQL's LIKE reads it as an escape; '%' and '_' are wildcards there, which only
--- widen the match), cut to 512 bytes at a character boundary so that the URL stays short.
+-- without '\' or NUL (PostgreSQL's LIKE reads '\' as an escape, and the server stores no NULs;
+-- '%' and '_' are wildcards there, which only widen the match), cut to 512 bytes at a character
+-- boundary so that the URL stays short.
 local NEEDLE_MAX = 512
 local function needle(text)
   local best = ""
-  for run in text:gmatch("[^\\]+") do
+  for run in text:gmatch("[^\\\0]+") do -- the server drops NUL bytes from what it stores
     if #run > #best then best = run end
   end
   if #best > NEEDLE_MAX then

@@ -245,6 +245,7 @@ describe("scripts/import.lua", function()
       local needle = require("letta.import").needle
       assert.equal("plain text", needle("plain text"))
       assert.equal(" the longer part", needle([[C:\ the longer part\x]]))
+      assert.equal("the longer part", needle("a\0the longer part")) -- Letta stores text without NULs
       local long = string.rep("\u{E9}", 400) -- 800 bytes of 2-byte characters
       assert.equal(string.rep("\u{E9}", 256), needle(long))
       assert.equal(511, #needle("x" .. long)) -- never cut inside a character
