@@ -12,6 +12,16 @@ import unittest
 from emu_helpers import Emulator, EmulatorTestCase, make_agent
 
 
+def read_all(sock):
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
 class HealthTest(EmulatorTestCase):
     def test_health_returns_version_and_ok(self):
         """routers/v1/health.py:check_health."""
@@ -55,12 +65,7 @@ class HealthTest(EmulatorTestCase):
         """URL(scope): no Host header -> scope["server"] (host:port)."""
         with socket.create_connection((self.emu.host, self.emu.port), timeout=5) as s:
             s.sendall(b"GET /v1/health HTTP/1.0\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_all(s)
         self.assertIn(("location: http://%s:%d/v1/health/" % (self.emu.host, self.emu.port)).encode(), data)
 
     def test_extra_trailing_slash_gets_307_without_running_the_handler(self):
@@ -205,12 +210,7 @@ class TlsRedirectTest(unittest.TestCase):
                     with ctx.wrap_socket(raw) as s:
                         s.sendall(b"GET /v1/health?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n"
                                   % emu.port)
-                        data = b""
-                        while True:
-                            chunk = s.recv(4096)
-                            if not chunk:
-                                break
-                            data += chunk
+                        data = read_all(s)
                 self.assertIn(b"HTTP/1.1 307", data)
                 self.assertIn(b"location: https://127.0.0.1:%d/v1/health/?x=1\r\n" % emu.port, data)
             finally:

@@ -86,6 +86,15 @@ describe("scripts/import.lua", function()
     return ps
   end
 
+  -- Starts the import of `path` into `agent` in the background (stdout/stderr in out.out/out.err);
+  -- returns its pid.
+  local function spawn_import(agent, path, out)
+    os.execute(string.format("(LETTA_BASE_URL=%s LETTA_STORE=%s exec %s %s %s %s) </dev/null >%s.out 2>%s.err & echo $! >%s.pid",
+                             support.quote(emu.url), support.quote(dir .. "/store"), support.quote(support.bin),
+                             support.quote(SCRIPT), support.quote(agent), support.quote(path), out, out, out))
+    return assert(tonumber(support.read_file(out .. ".pid")))
+  end
+
   local function posts(reqs)
     local n = {}
     for _, r in ipairs(reqs) do
@@ -152,10 +161,7 @@ describe("scripts/import.lua", function()
       emu:config{ latency_ms = 16 } -- 2,000 items at 16 in flight: about 2 s
       finally(function() emu:config{ latency_ms = 0 } end)
       local out = dir .. "/child"
-      os.execute(string.format("(LETTA_BASE_URL=%s LETTA_STORE=%s exec %s %s %s %s) </dev/null >%s.out 2>%s.err & echo $! >%s.pid",
-                               support.quote(emu.url), support.quote(dir .. "/store"), support.quote(support.bin),
-                               support.quote(SCRIPT), support.quote(agent), support.quote(path), out, out, out))
-      local pid = assert(tonumber(support.read_file(out .. ".pid")))
+      local pid = spawn_import(agent, path, out)
       local n, deadline = 0, loop.now() + 30
       while loop.now() < deadline do
         n = #passages_of(agent)
@@ -213,10 +219,7 @@ describe("scripts/import.lua", function()
       emu:config{ latency_ms = 40 } -- 500 items at 16 in flight: about 1.3 s
       finally(function() emu:config{ latency_ms = 0 } end)
       local out = dir .. "/child"
-      os.execute(string.format("(LETTA_BASE_URL=%s LETTA_STORE=%s exec %s %s %s %s) </dev/null >%s.out 2>%s.err & echo $! >%s.pid",
-                               support.quote(emu.url), support.quote(dir .. "/store"), support.quote(support.bin),
-                               support.quote(SCRIPT), support.quote(agent), support.quote(path), out, out, out))
-      local pid = assert(tonumber(support.read_file(out .. ".pid")))
+      local pid = spawn_import(agent, path, out)
       local deadline = loop.now() + 30
       while #passages_of(agent) < 150 and loop.now() < deadline do
         assert(emulator.alive(pid), "the import ended before it could be killed: " .. tostring(support.read_file(out .. ".err")))
