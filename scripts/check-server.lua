@@ -1,6 +1,6 @@
 -- Is this server the Letta that lettash expects? Exercises, on objects of its own named
 -- lettash-check-<random>, every server behaviour that lettash's workflows depend on, says for each
--- whether it holds, and deletes everything it made (after a failure or Ctrl-C too).
+-- whether it holds, and deletes everything it made (after a failure, Ctrl-C or SIGTERM too).
 --
 -- Output, one line each (stable: scripts may parse it):
 --   server <url>: Letta <version>
@@ -13,11 +13,11 @@
 -- seen, lettash (when it differs), skipped (when true)}], totals = {checks, ok, differ, skipped},
 -- left_on_server = [what could not be deleted]}; when it cannot run: {ok = false, error, server}.
 -- Exit status: 0 when every behaviour a workflow needs holds, 1 when one differs, 2 when the check
--- could not run (a usage error, no connection, the password refused), 130 on Ctrl-C.
+-- could not run (a usage error, no connection, the password refused), 130 on Ctrl-C or SIGTERM.
 --
 -- Cleanup: what it creates is deleted by id as it goes and at the end; then a sweep deletes every
 -- agent, identity, block and archive whose name starts with lettash-check- (what a run killed
--- with SIGTERM or SIGKILL left behind; do not run two checks against one server at once).
+-- with SIGKILL left behind; do not run two checks against one server at once).
 local cli = require "letta.cli"
 local letta = require "letta"
 local errors = require "letta.errors"
@@ -746,14 +746,14 @@ local SPEC = {
   summary = "Check that the Letta server (LETTA_BASE_URL) behaves as lettash expects (Letta 0.16.8): auth,\n"
     .. "paths, models, agents, identities, blocks and attachments, messages (sender, stream, async run,\n"
     .. "paging), archival memory. It works on objects of its own named lettash-check-<random> and\n"
-    .. "deletes them all at the end (also after a failure or Ctrl-C). One line per behaviour.",
+    .. "deletes them all at the end (also after a failure, Ctrl-C or SIGTERM). One line per behaviour.",
   notes = "Output: 'ok <check>', or 'differs <check>: saw <what>; lettash needs it: <what breaks>' (or\n"
     .. "'lettash does not depend on it: <why>'), then '<N> checks: <N> ok, <N> differ'.\n"
     .. "The agent it makes gets the model --model, else LETTA_MODEL, else the first GET /v1/models/\n"
     .. "lists (and LETTA_EMBEDDING, else the first embedding model listed). It sends it three\n"
     .. "messages: on a real server, a few LLM calls.\n"
     .. "Exit status: 0 when every behaviour a workflow needs holds, 1 when one differs, 2 when the\n"
-    .. "check could not run (usage, no connection, password refused), 130 on Ctrl-C.",
+    .. "check could not run (usage, no connection, password refused), 130 on Ctrl-C or SIGTERM.",
   options = { { "model", arg = "HANDLE", help = "the model of the agent it makes (default: LETTA_MODEL, else the first listed)" } },
   args = { max = 0 },
   error_status = 2, -- 1 means "a behaviour lettash needs differs"
