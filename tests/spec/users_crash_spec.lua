@@ -318,30 +318,32 @@ describe("letta.users killed with kill -9", function()
   end)
 
   -- -------------------------------------------------------------------------------------------
-  describe("interrupted with Ctrl-C (SIGINT) during chat", function()
-    it("while the send is in flight: the chat itself detaches, clears its record and frees the agent", function()
-      local agent = emulator.new_agent(client, { name = "bot" })
-      local alice = run("onboard", "alice")[1]
-      emu:config{ latency_ms = LATENCY }
-      local before = agent_in(emu:state(), agent.id).message_count -- (its system message)
-      local p = procs.start(emu.url, path, "chat", "alice", agent.id, "hi")
-      procs.wait_until(function()
-        if not p:alive() then error("the child ended before the send: " .. tostring(p:stderr())) end
-        return agent_in(emu:state(), agent.id).message_count > before
-      end, 10, "the send")
-      os.execute("kill -INT " .. p.pid)
-      local code, _, err = p:wait(10)
-      emu:config{ latency_ms = 0 }
-      assert.equal(1, code, err)
-      assert.truthy(err:find("interrupted!", 1, true), err)
-      assert.same({}, agent_in(emu:state(), agent.id).block_ids) -- detached by the chat, no doctor
-      assert.equal(1, emu:count("PATCH", "/v1/agents/" .. agent.id .. "/core-memory/blocks/detach/" .. alice.block_id))
-      with_store(function(s)
-        assert.equal(0, count_ns(s, "attachments"))
-        assert.equal(0, count_ns(s, "leases"))
+  describe("interrupted with Ctrl-C (SIGINT) or SIGTERM during chat", function()
+    for _, sig in ipairs{ "INT", "TERM" } do
+      it("SIG" .. sig .. " while the send is in flight: the chat itself detaches, clears its record and frees the agent", function()
+        local agent = emulator.new_agent(client, { name = "bot" })
+        local alice = run("onboard", "alice")[1]
+        emu:config{ latency_ms = LATENCY }
+        local before = agent_in(emu:state(), agent.id).message_count -- (its system message)
+        local p = procs.start(emu.url, path, "chat", "alice", agent.id, "hi")
+        procs.wait_until(function()
+          if not p:alive() then error("the child ended before the send: " .. tostring(p:stderr())) end
+          return agent_in(emu:state(), agent.id).message_count > before
+        end, 10, "the send")
+        os.execute("kill -" .. sig .. " " .. p.pid)
+        local code, _, err = p:wait(10)
+        emu:config{ latency_ms = 0 }
+        assert.equal(1, code, err)
+        assert.truthy(err:find("interrupted!", 1, true), err)
+        assert.same({}, agent_in(emu:state(), agent.id).block_ids) -- detached by the chat, no doctor
+        assert.equal(1, emu:count("PATCH", "/v1/agents/" .. agent.id .. "/core-memory/blocks/detach/" .. alice.block_id))
+        with_store(function(s)
+          assert.equal(0, count_ns(s, "attachments"))
+          assert.equal(0, count_ns(s, "leases"))
+        end)
+        assert_exact_users({ "alice" })
       end)
-      assert_exact_users({ "alice" })
-    end)
+    end
   end)
 
   -- -------------------------------------------------------------------------------------------
