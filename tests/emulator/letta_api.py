@@ -137,12 +137,6 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
     # =========================================================================================
     # helpers
     # =========================================================================================
-    def _agent(self, agent_id):
-        a = self.s.agents.get(agent_id)
-        if a is None:
-            raise ApiError(404, "Agent not found with id=%s" % agent_id)
-        return a
-
     def _agent_by_id(self, agent_id):
         """agent_manager.py:get_agent_by_id_async raises NoResultFound with this text (404)."""
         a = self.s.agents.get(agent_id)
@@ -165,18 +159,6 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
         actor = ("id='%s' organization_id='%s' name='default_user' created_at=%s updated_at=%s is_deleted=False"
                  % (DEFAULT_USER_ID, DEFAULT_ORG_ID, when, when))
         return "%s not found with id='%r', access level in ['read'] for actor='%s'" % (model, [ident], actor)
-
-    def _block(self, block_id):
-        b = self.s.blocks.get(block_id)
-        if b is None:
-            raise ApiError(404, "Block not found with id=%s" % block_id)
-        return b
-
-    def _identity(self, identity_id):
-        i = self.s.identities.get(identity_id)
-        if i is None:
-            raise ApiError(404, "Identity not found")
-        return i
 
     def _run(self, run_id):
         r = self.s.runs.get(run_id)
