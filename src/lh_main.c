@@ -26,6 +26,7 @@
 
 static lua_State *globalL = NULL;
 static const char *progname = PROGNAME;
+static lua_CFunction msghandler = lh_traceback; /* docall's; the REPL sets repl_msghandler */
 static int interactive_tty = 0; /* stdin is a terminal: prompts, line editing, history */
 
 /* ---------------------------------------------------------------------------------------------
@@ -104,7 +105,7 @@ static int report(lua_State *L, int status) {
  * SIGTERM) enabled. */
 static int docall(lua_State *L, int narg, int nres) {
   int base = lua_gettop(L) - narg;
-  lua_pushcfunction(L, lh_traceback);
+  lua_pushcfunction(L, msghandler);
   lua_insert(L, base);
   globalL = L;
   signal(SIGINT, laction);
@@ -288,22 +289,22 @@ static void history_open(void) {
   read_history(history_path);
 }
 
-/* Whether the line holds the value of LETTA_PASSWORD or LETTA_API_KEY: a user who types or pastes
- * the token (letta.client{token = "..."}) must not find it in ~/.lettash_history, which outlives
- * the session and is not treated as a secret. Read from the environment at each line, so a token
- * exported by the init script is covered too. (A very short value skips more lines than needed:
- * losing some history is better than keeping a secret.) */
-static int holds_secret(const char *line) {
-  static const char *const vars[] = {"LETTA_PASSWORD", "LETTA_API_KEY"};
-  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-    const char *v = getenv(vars[i]);
-    if (v && *v && strstr(line, v)) return 1;
+/* Whether the line may hold a secret the user typed (a token, a password: letta.repl's is_secret
+ * says), which must not reach ~/.lettash_history: it outlives the session and is not treated as a
+ * secret. When the check cannot run (letta.repl failed to load), every line is taken for one:
+ * losing some history is better than keeping a secret. */
+static int holds_secret(lua_State *L, const char *line) {
+  int secret = 1;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "lettash.is_secret") == LUA_TFUNCTION) {
+    lua_pushstring(L, line);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK) secret = lua_toboolean(L, -1);
   }
-  return 0;
+  lua_pop(L, 1); /* the answer, the error or what was not a function */
+  return secret;
 }
 
-static void history_add(const char *line) {
-  if (!line[0] || holds_secret(line)) return; /* neither in memory (up-arrow) nor in the file */
+static void history_add(lua_State *L, const char *line) {
+  if (!line[0] || holds_secret(L, line)) return; /* neither in memory (up-arrow) nor in the file */
   add_history(line);
   if (history_path[0]) { /* append now, so a crash or kill loses nothing */
     if (append_history(1, history_path) != 0) write_history(history_path);
@@ -410,7 +411,7 @@ static int loadline(lua_State *L) {
   int status = addreturn(L);
   if (status != LUA_OK) status = multiline(L);
 #ifdef LH_READLINE
-  if (interactive_tty) history_add(lua_tostring(L, 1));
+  if (interactive_tty) history_add(L, lua_tostring(L, 1));
 #endif
   lua_remove(L, 1);
   return status;
@@ -443,13 +444,35 @@ static void repl_setup(lua_State *L) {
   else lua_pop(L, 1);
   lua_getfield(L, -1, "show");
   lua_setfield(L, LUA_REGISTRYINDEX, "lettash.show");
+  lua_getfield(L, -1, "is_secret");
+  lua_setfield(L, LUA_REGISTRYINDEX, "lettash.is_secret");
   lua_pop(L, 1);
+}
+
+/* The REPL's message handler. An error raised on purpose prints as its message alone, one line:
+ * an error object (a letta.Error: its __tostring), or a message from a C function, which is where
+ * error(), assert and argument checks ("bad argument #1 to 'retrieve' (...)") raise. The traceback
+ * is kept for errors the Lua VM raised in Lua code itself (calling nil, indexing nil...), the bugs
+ * where it helps. Scripts keep lua.c's handler: a traceback always. */
+static int repl_msghandler(lua_State *L) {
+  lua_Debug ar;
+  int raised_by_c = lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar) && strcmp(ar.what, "C") == 0;
+  if (lua_isstring(L, 1)) {
+    if (!raised_by_c) return lh_traceback(L);
+    lua_tostring(L, 1);
+    lua_settop(L, 1);
+    return 1;
+  }
+  if (!luaL_callmeta(L, 1, "__tostring") || lua_type(L, -1) != LUA_TSTRING)
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  return 1;
 }
 
 static void doREPL(lua_State *L) {
   int status;
   const char *oldprogname = progname;
   progname = NULL; /* errors in the REPL are printed without the program name, as lua.c does */
+  msghandler = repl_msghandler;
 #ifdef LH_READLINE
   if (interactive_tty) history_open();
 #endif
@@ -465,6 +488,7 @@ static void doREPL(lua_State *L) {
     fflush(stdout);
   }
   progname = oldprogname;
+  msghandler = lh_traceback;
 }
 
 /* ---------------------------------------------------------------------------------------------

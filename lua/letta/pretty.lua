@@ -1,9 +1,10 @@
 -- Readable rendering of Lua values for people: the REPL prints results with it. Tables come out
--- nested with sorted keys, short ones on one line, deep ones cut at a depth limit, cycles marked.
+-- nested with sorted keys, short ones on one line, deep ones cut at a depth limit, cycles marked;
+-- objects with a __tostring (a client, a store, an error) as that summary, not their internals.
 local json = require "letta.json"
 
 local type, tostring, pairs, next, string, table, math = type, tostring, pairs, next, string, table, math
-local getmetatable = getmetatable
+local getmetatable, pcall, io = getmetatable, pcall, io
 
 local _M = {}
 
@@ -30,9 +31,21 @@ local function key_repr(k)
   return "[" .. scalar(k) .. "]"
 end
 
+-- An object's own summary (its __tostring), unless opts.raw asks for the fields; nil if it has none
+-- or it fails (then the fields are shown).
+local function summary(v, opts)
+  if opts.raw then return nil end
+  local mt = getmetatable(v)
+  if type(mt) ~= "table" or mt.__tostring == nil then return nil end
+  local ok, text = pcall(tostring, v)
+  return ok and type(text) == "string" and text or nil
+end
+
 local function render(v, opts, depth, seen, indent)
   if type(v) ~= "table" then return scalar(v) end
   if seen[v] then return "<cycle>" end
+  local text = summary(v, opts)
+  if text then return text end
   if next(v) == nil then
     local mt = getmetatable(v)
     return (mt and mt.__jsontype == "array") and "[]" or "{}"
@@ -45,6 +58,7 @@ local function render(v, opts, depth, seen, indent)
     if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
   end
   table.sort(keys, key_less)
+  local limit = depth == 0 and math.min(opts.items, opts.rows) or opts.items
   local items, nested = {}, false
   local shown = 0
   -- A table holding tables with content is laid out over lines; flat ones may fit on one.
@@ -55,27 +69,40 @@ local function render(v, opts, depth, seen, indent)
   end
   for i = 1, n do
     shown = shown + 1
-    if shown > opts.items then break end
+    if shown > limit then break end
     add("", v[i])
   end
   for _, k in ipairs(keys) do
     shown = shown + 1
-    if shown > opts.items then break end
+    if shown > limit then break end
     add(key_repr(k) .. " = ", v[k])
   end
   local total = n + #keys
-  if total > opts.items then items[#items + 1] = string.format("... (%d more)", total - opts.items) end
+  if total > limit then items[#items + 1] = string.format("... (%d more)", total - limit) end
   seen[v] = nil
   local one_line = "{ " .. table.concat(items, ", ") .. " }"
   if not nested and #one_line + #indent <= opts.width then return one_line end
   return "{\n" .. indent .. "  " .. table.concat(items, ",\n" .. indent .. "  ") .. "\n" .. indent .. "}"
 end
 
--- pretty.repr(v, {depth = 4, items = 100, width = 80}) -> string
+-- pretty.repr(v, {depth = 4, items = 100, width = 80, rows = items, raw = false}) -> string
+-- items caps the entries shown of every table, rows those of the outer one only (the REPL shows
+-- the first rows of a long list); raw shows the fields of objects that have a __tostring.
 function _M.repr(v, opts)
   opts = opts or {}
-  local o = { depth = opts.depth or 4, items = opts.items or 100, width = opts.width or 80 }
+  local o = { depth = opts.depth or 4, items = opts.items or 100, width = opts.width or 80,
+              rows = opts.rows or math.huge, raw = opts.raw }
   return render(v, o, 0, {}, "")
+end
+
+-- pretty.all(v [, opts]): prints v whole, every entry of every table (depth still applies):
+-- what the REPL points to when it shows only the first rows of a long list.
+function _M.all(v, opts)
+  local o = {}
+  for k, x in pairs(opts or {}) do o[k] = x end
+  o.items, o.rows = math.huge, math.huge
+  io.stdout:write(_M.repr(v, o), "\n")
+  io.stdout:flush()
 end
 
 return _M

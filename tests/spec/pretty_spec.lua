@@ -25,4 +25,19 @@ describe("letta.pretty", function()
   it("breaks long or nested tables over lines", function()
     assert.equal("{\n  a = { 1 }\n}", pretty.repr({ a = { 1 } }))
   end)
+
+  it("shows objects with __tostring as their summary, their fields with raw = true", function()
+    local obj = setmetatable({ secret_part = { 1 } }, { __tostring = function() return "Thing (ok)" end })
+    assert.equal("Thing (ok)", pretty.repr(obj))
+    assert.equal("{ n = 1, thing = Thing (ok) }", pretty.repr({ thing = obj, n = 1 }))
+    assert.equal("{\n  secret_part = { 1 }\n}", pretty.repr(obj, { raw = true }))
+    local broken = setmetatable({ a = 1 }, { __tostring = function() error("no") end })
+    assert.equal("{ a = 1 }", pretty.repr(broken))
+  end)
+
+  it("cuts the outer table at rows, nested ones at items", function()
+    local t = {}
+    for i = 1, 5 do t[i] = { i, i, i } end
+    assert.equal("{\n  { 1, 1, 1 },\n  { 2, 2, 2 },\n  ... (3 more)\n}", pretty.repr(t, { rows = 2, items = 3 }))
+  end)
 end)
