@@ -4,9 +4,10 @@
 -- strings; every namespace is an LMDB database. Safe across processes (LMDB's own locking).
 local lmdb = require "letta.lmdb"
 local json = require "letta.json"
+local core = require "letta.core"
 
-local type, error, pcall, pairs, setmetatable, tostring, os, string, table, math =
-  type, error, pcall, pairs, setmetatable, tostring, os, string, table, math
+local type, error, pcall, pairs, ipairs, setmetatable, tostring, os, string, table, math =
+  type, error, pcall, pairs, ipairs, setmetatable, tostring, os, string, table, math
 
 local _M = {}
 
@@ -194,13 +195,18 @@ end
 
 local SECRET = { password = true, token = true, api_key = true, secret = true }
 
-local function check_setting(key, n)
-  if type(key) ~= "string" or key == "" then error("bad argument #" .. n .. " (setting name expected)", 3) end
+local function looks_secret(key)
   local k = key:lower()
   for word in pairs(SECRET) do
-    if k:find(word, 1, true) then
-      error("letta.store: '" .. key .. "' looks like a secret: keep passwords and tokens in the environment (LETTA_PASSWORD, LETTA_API_KEY), not in the store", 3)
-    end
+    if k:find(word, 1, true) then return true end
+  end
+  return false
+end
+
+local function check_setting(key, n)
+  if type(key) ~= "string" or key == "" then error("bad argument #" .. n .. " (setting name expected)", 3) end
+  if looks_secret(key) then
+    error("letta.store: '" .. key .. "' looks like a secret: keep passwords and tokens in the environment (LETTA_PASSWORD, LETTA_API_KEY), not in the store", 3)
   end
 end
 
@@ -222,6 +228,143 @@ function Store:settings()
     local t = {}
     for k, v in txn:each("settings") do t[k] = v end
     return t
+  end)
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Export and import (scripts/store.lua): the records as JSON Lines, to back up a store or move it.
+-- A header line, one line per record {"ns", "key", "value"} and a last line with the count, so
+-- that a truncated file is refused rather than half imported. Every namespace is exported except
+-- the leases, which belong to the processes using this store. The store holds no secrets
+-- (settings refuse them), so neither does an export; an import refuses them too.
+
+_M.EXPORT_FORMAT, _M.EXPORT_VERSION = "lettash-store-export", 1
+_M.LOCAL_ONLY = { leases = true }
+
+local function exported()
+  local list = {}
+  for _, ns in ipairs(_M.NAMESPACES) do
+    if not _M.LOCAL_ONLY[ns] then list[#list + 1] = ns end
+  end
+  return list
+end
+
+-- Records per exported namespace, in a transaction: {ns = n}, total.
+local function counts(txn)
+  local t, total = {}, 0
+  for _, ns in ipairs(exported()) do
+    local n = 0
+    for _ in txn:each(ns) do n = n + 1 end
+    t[ns], total = n, total + n
+  end
+  return t, total
+end
+
+-- store:export(write) -> {records = n, counts = {ns = n}}: write(line) is called for each line
+-- (without its newline), from one read snapshot.
+function Store:export(write)
+  return self:read(function(txn)
+    local names = exported()
+    -- written by hand so that "format" comes first, for whoever looks at the file's head
+    write(string.format('{"format":%s,"version":%d,"lettash":%s,"exported_at":%s,"namespaces":%s}',
+                        json.encode(_M.EXPORT_FORMAT), _M.EXPORT_VERSION, json.encode(core.version),
+                        json.encode(now()), json.encode(json.array(names))))
+    local n, per = 0, {}
+    for _, ns in ipairs(names) do
+      per[ns] = 0
+      local last
+      while true do -- the stored JSON as it is: no decode and encode again
+        local key, raw = txn.t:next(ns, "", last)
+        if key == nil then break end
+        last = key
+        write('{"ns":' .. json.encode(ns) .. ',"key":' .. json.encode(key) .. ',"value":' .. raw .. "}")
+        per[ns], n = per[ns] + 1, n + 1
+      end
+    end
+    write(string.format('{"format":%s,"end":true,"records":%d}', json.encode(_M.EXPORT_FORMAT), n))
+    return { records = n, counts = per }
+  end)
+end
+
+local function refuse(fmt, ...) error("letta.store: " .. string.format(fmt, ...), 0) end
+
+-- store:import(open, {replace = false, source = "the export"}) -> {records = n, counts = {ns = n},
+-- replaced = n}. open() returns an iterator over the export's lines; it is called again, for a new
+-- pass from the first line, when the map must grow. One transaction: all or nothing. A store that
+-- holds records is refused unless replace (its records are then deleted first, leases kept).
+-- source names the input in the messages of a file that is refused.
+function Store:import(open, opts)
+  opts = opts or {}
+  local source = opts.source or "the export"
+  local function bad(fmt, ...) refuse("%s: " .. fmt, source, ...) end
+  local known = {}
+  for _, ns in ipairs(exported()) do known[ns] = true end
+  return self:update(function(txn)
+    local held, total = counts(txn)
+    if total > 0 and not opts.replace then
+      local parts = {}
+      for _, ns in ipairs(exported()) do
+        if held[ns] > 0 then parts[#parts + 1] = ns .. ": " .. held[ns] end
+      end
+      refuse("the store %s already holds records (%s): import into a new store (LETTA_STORE), or "
+             .. "replace them with --replace", self.path, table.concat(parts, ", "))
+    end
+    if total > 0 then
+      for _, ns in ipairs(exported()) do
+        for key in txn:each(ns) do txn:del(ns, key) end
+      end
+    end
+    local lines, lineno, head = open(), 0, nil
+    local function next_record() -- the next non-blank line, decoded (nil at the end)
+      while true do
+        local line = lines()
+        if line == nil then return nil end
+        lineno = lineno + 1
+        if line:find("%S") then
+          local ok, v = pcall(json.decode, line)
+          if not ok or type(v) ~= "table" then
+            if not head then bad("not a lettash store export (made by: store.lua export)") end
+            bad("line %d is not JSON", lineno)
+          end
+          return v
+        end
+      end
+    end
+    head = next_record()
+    if head == nil then bad("empty: not a lettash store export (made by: store.lua export)") end
+    if head.format ~= _M.EXPORT_FORMAT or head["end"] then
+      bad("not a lettash store export (made by: store.lua export)")
+    end
+    if math.type(head.version) ~= "integer" or head.version > _M.EXPORT_VERSION then
+      bad("export format version %s is newer than this lettash reads (%d)", tostring(head.version), _M.EXPORT_VERSION)
+    end
+    local n, per = 0, {}
+    for ns in pairs(known) do per[ns] = 0 end
+    while true do
+      local r = next_record()
+      if r == nil then bad("ends before its last line (a truncated export?)") end
+      if r["end"] then
+        if r.records ~= n then bad("its last line counts %s records, the file holds %d", tostring(r.records), n) end
+        if next_record() ~= nil then bad("line %d: more after the export's last line", lineno) end
+        break
+      end
+      if not known[r.ns] then
+        bad("line %d: '%s' is not a namespace this lettash exports (an export of a newer version?)",
+            lineno, tostring(r.ns))
+      end
+      if type(r.key) ~= "string" or r.key == "" or r.value == nil then
+        bad("line %d: a record needs ns, key and value", lineno)
+      end
+      if r.ns == "settings" and looks_secret(r.key) then
+        bad("line %d: setting '%s' looks like a secret: a store never holds one", lineno, r.key)
+      end
+      if r.ns == "users" and (type(r.value) ~= "table" or r.value.username ~= r.key) then
+        bad("line %d: user record '%s' does not name that user", lineno, r.key)
+      end
+      txn:put(r.ns, r.key, r.value)
+      per[r.ns], n = per[r.ns] + 1, n + 1
+    end
+    return { records = n, counts = per, replaced = total }
   end)
 end
 

@@ -154,4 +154,82 @@ describe("letta.store", function()
     s:close()
     assert.has_error(function() s:begin(false) end, "attempt to use a closed store")
   end)
+  describe("export and import", function()
+    local json = require("letta").json
+
+    -- the lines store:export writes, and an open() over them for store:import
+    local function export(st)
+      local lines = {}
+      local r = st:export(function(l) lines[#lines + 1] = l end)
+      return lines, r
+    end
+    local function over(lines, opened)
+      return function()
+        if opened then opened.n = opened.n + 1 end
+        local i = 0
+        return function()
+          i = i + 1
+          return lines[i]
+        end
+      end
+    end
+
+    it("exports every namespace but the leases, and an import rebuilds them exactly", function()
+      s:put_user{ username = "alice", name = "Alice", identity_id = "identity-1", block_id = "block-1",
+                  preferences = { tags = json.array(), meta = json.object(), n = 9007199254740993, f = 1.0 } }
+      s:set_setting("timeout", 90)
+      s:update(function(txn)
+        txn:put("attachments", "agent-1/block-1", { username = "alice", pid = 1, since = 5 })
+        txn:put("imports", "import:k1", { s = "done", id = "passage-1", line = 3 })
+        txn:put("leases", "agent-1", { owner = "1:x", pid = 1, expires = 9 })
+      end)
+      local lines, r = export(s)
+      assert.equal(6, r.records)
+      assert.same({ users = 1, by_identity = 1, by_block = 1, settings = 1, attachments = 1, journal = 0, imports = 1 }, r.counts)
+      assert.matches('^{"format":"lettash%-store%-export","version":1,', lines[1])
+      assert.equal('{"format":"lettash-store-export","end":true,"records":6}', lines[#lines])
+      for _, l in ipairs(lines) do assert.no.matches('"leases"', l, 1, true) end
+      local b <close> = store.open(dir .. "/b")
+      local got = b:import(over(lines))
+      assert.equal(6, got.records)
+      assert.equal(0, got.replaced)
+      local again = export(b)
+      for i = 2, #lines do assert.same(json.decode(lines[i]), json.decode(again[i])) end -- all but the header's time
+      assert.equal("alice", b:user_by("block", "block-1").username)
+      local prefs = b:user("alice").preferences
+      assert.equal(9007199254740993, prefs.n)
+      assert.equal("float", math.type(prefs.f))
+      assert.equal("[]", json.encode(prefs.tags))
+      assert.equal("{}", json.encode(prefs.meta))
+      assert.equal(0, b:count("leases"))
+    end)
+
+    it("grows the map during an import, reading its input again from the start", function()
+      s:update(function(txn)
+        for i = 1, 3000 do txn:put("imports", string.format("import:%05d", i), { s = "done", text = string.rep("x", 100) }) end
+      end)
+      local lines = export(s)
+      local small <close> = store.open(dir .. "/small", { map_size = 64 * 1024 })
+      local opened = { n = 0 }
+      assert.equal(3000, small:import(over(lines, opened)).records)
+      assert.truthy(opened.n > 1, "the map never grew")
+      assert.equal(3000, small:count("imports"))
+    end)
+
+    it("imports all or nothing: a refused file leaves the store as it was, also with replace", function()
+      s:put_user{ username = "alice" }
+      local lines = export(s)
+      local b <close> = store.open(dir .. "/b")
+      b:put_user{ username = "bob" }
+      assert.has_error(function() b:import(over(lines)) end)
+      local truncated = { table.unpack(lines, 1, #lines - 1) }
+      local ok, err = pcall(b.import, b, over(truncated), { replace = true, source = "x.jsonl" })
+      assert.is_false(ok)
+      assert.equal("letta.store: x.jsonl: ends before its last line (a truncated export?)", err)
+      assert.equal("bob", b:users()[1].username)
+      assert.equal(1, #b:users())
+      assert.equal(1, b:import(over(lines), { replace = true }).replaced)
+      assert.equal("alice", b:users()[1].username)
+    end)
+  end)
 end)
