@@ -12,12 +12,17 @@
 # official client's rate with <= 1/4 of its peak RSS.
 #   bench/import.sh [N]          (default 2000; N1=200, ROUNDS=3, LATENCY_MS=20 from the environment)
 #   bench/import.sh --big [N]    also imports 1,000,000 lines at latency 0 (minutes), goal peak RSS < 30 MB
-# Raw figures, one run a line: build/bench/import.txt (and build/bench/import_big.txt).
+#   bench/import.sh --text-big   only this: plain text files of 10 MB and 40 MB without a blank line
+#                                (one paragraph each) read with --dry-run: time and peak RSS, goals
+#                                linear time (40 MB within 5x the 10 MB time) and flat memory
+# Raw figures, one run a line: build/bench/import.txt (and build/bench/import_big.txt,
+# build/bench/import_text.txt).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-BIG=0
+BIG=0 TEXT_BIG=0
 if [ "${1:-}" = "--big" ]; then BIG=1; shift; fi
+if [ "${1:-}" = "--text-big" ]; then TEXT_BIG=1; shift; fi
 N=${1:-2000}
 N1=${N1:-200}
 ROUNDS=${ROUNDS:-3}
@@ -29,6 +34,44 @@ BIG_LIMIT=${BIG_LIMIT:-3600}
 
 . bench/lib.sh
 bench_build rusage
+
+# --text-big: one paragraph of 10 MB and one of 40 MB (lines of 14 words, no blank line), cut into
+# 8,000-byte passages by the text reader; --dry-run, so that the reader alone is measured.
+if [ "$TEXT_BIG" = 1 ]; then
+  RAW=build/bench/import_text.txt
+  echo "# MB chunks user_s sys_s wall_s peak_rss_kb" >"$RAW"
+  for mb in 10 40; do
+    file=build/bench/import_text_${mb}mb.txt
+    if [ ! -f "$file" ]; then
+      python3 - "$mb" "$file" <<'EOF'
+import random, sys
+mb, path = int(sys.argv[1]), sys.argv[2]
+rnd = random.Random(1)
+words = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
+with open(path, "w") as f:
+    n = 0
+    while n < mb * 1000 * 1000:
+        line = " ".join(rnd.choice(words) for _ in range(14)) + "\n"
+        f.write(line)
+        n += len(line)
+EOF
+    fi
+    out=build/bench/import_text.out
+    cost=$(build/bench/rusage -t 600 sh -c 'exec "$@" >"$0"' "$out" "$LETTASH" scripts/import.lua \
+             agent-00000000-0000-4000-8000-000000000000 "$file" --dry-run --json) ||
+      { echo "import.sh: the $mb MB text run failed" >&2; exit 1; }
+    chunks=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["bad"]==0, d; print(d["items"])' "$out")
+    echo "$mb $chunks $cost" >>"$RAW"
+  done
+  awk '!/^#/ { mb[NR] = $1; printf "text, one paragraph of %d MB: %d passages, %.2f s, CPU %.2f s, peak RSS %.1f MB\n", $1, $2, $5, $3 + $4, $6 / 1024
+               wall[$1] = $5; rss[$1] = $6 }
+       END {
+         printf "goal: linear time, 40 MB within 5x the time of 10 MB: %.1fx (%s)\n", wall[40] / wall[10], (wall[40] <= 5 * wall[10]) ? "met" : "NOT met"
+         printf "goal: flat memory, 40 MB within 2 MB of 10 MB: %+.1f MB (%s)\n", (rss[40] - rss[10]) / 1024, (rss[40] - rss[10] <= 2048) ? "met" : "NOT met"
+       }' "$RAW"
+  exit 0
+fi
+
 bench_node
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lettash-import-bench.XXXXXX")

@@ -1,5 +1,6 @@
 -- Reads and changes the admin settings kept in the local store (server URL, default agent,
--- timeouts). Secrets are refused: passwords and tokens stay in the environment.
+-- timeouts, the certificate to trust). Secrets are refused: passwords and tokens stay in the
+-- environment.
 local cli = require "letta.cli"
 local json = require("letta").json
 
@@ -16,7 +17,8 @@ cli.main{
   usage = "[list | get KEY | set KEY VALUE | unset KEY] [--json]",
   summary = "Show or change the settings kept in the local store (LETTA_STORE). With no command: list.\n"
     .. "Passwords and tokens are never stored: use LETTA_PASSWORD or LETTA_API_KEY.",
-  notes = help_keys() .. "\nLETTA_BASE_URL, when set, wins over base_url.",
+  notes = help_keys() .. "\nLETTA_BASE_URL, when set, wins over base_url, and LETTA_CA_FILE over ca_file\n"
+    .. "(ca_file wins over CURL_CA_BUNDLE and SSL_CERT_FILE).",
   args = { max = 3 },
   run = function(cx)
     local cmd, key, value = cx.args[1] or "list", cx.args[2], cx.args[3]
@@ -34,6 +36,7 @@ cli.main{
       for _, k in ipairs(keys) do
         local note = ""
         if k == "base_url" and (os.getenv("LETTA_BASE_URL") or "") ~= "" then note = "  (LETTA_BASE_URL wins)" end
+        if k == "ca_file" and (os.getenv("LETTA_CA_FILE") or "") ~= "" then note = "  (LETTA_CA_FILE wins)" end
         lines[#lines + 1] = k .. " = " .. show(all[k]) .. note
       end
       if #lines == 0 then lines[1] = "no settings in " .. store.path end

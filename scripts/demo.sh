@@ -3,7 +3,9 @@
 # workflow (scripts/demo.lua): create an agent, onboard two users, chat as each (streamed), show
 # each persona attached only during its own send, import a sample of archival memory and search
 # it, run doctor. Without LETTA_BASE_URL it runs
-# against the bundled emulator, started here and stopped at the end; with it, against that server.
+# against the bundled emulator, started here and stopped at the end; with it, against that server,
+# and then removes everything it created there (users, persona and memory blocks, passages, the
+# agent), also when it fails half way. Its store is a temporary one: yours is not touched.
 # The agent gets a model the server lists (GET /v1/models/): LETTA_MODEL (and LETTA_EMBEDDING)
 # choose one, else the first listed is used.
 set -euo pipefail
@@ -29,7 +31,6 @@ if [ -z "${LETTA_BASE_URL:-}" ]; then
   LETTA_BASE_URL=$(sed -n 's/^LETTA_EMULATOR_URL=//p' "$TMP/emulator.out")
   [ -n "$LETTA_BASE_URL" ] || { echo "demo: the emulator did not start:"; cat "$TMP/emulator.err"; exit 1; }
   export LETTA_BASE_URL LETTASH_DEMO_EMULATOR=1
-  export LETTA_STORE="$TMP/store" # a fresh store for the demo
   echo "(no LETTA_BASE_URL: using the bundled emulator at $LETTA_BASE_URL)"
 fi
 echo

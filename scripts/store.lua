@@ -11,7 +11,7 @@ local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 -- from the users).
 local NAMES = { users = { "user", "users" }, settings = { "setting", "settings" },
                 attachments = { "recorded attachment", "recorded attachments" },
-                imports = { "import journal entry", "import journal entries" },
+                imports = { "import record", "import records" }, -- journal entries and runs
                 journal = { "journal entry", "journal entries" } }
 local function describe(counts)
   local parts = {}

@@ -88,8 +88,8 @@ void lh_openlibs(lua_State *L, int flags);
  * there instead. */
 void lh_preload(lua_State *L, int flags);
 
-/* A message handler for lua_pcall: the error as a string (honouring __tostring) with a
- * traceback, as lua.c prints uncaught errors. */
+/* A message handler for lua_pcall, as lua.c's: a string error with a traceback; an error object
+ * with a __tostring (a letta.Error) as that string alone. */
 int lh_traceback(lua_State *L);
 
 /* The module loader of `letta` for stock Lua (bin/letta.so): require "letta". */

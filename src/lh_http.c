@@ -75,7 +75,8 @@ struct Session {
   struct Request *running; /* list of running requests */
   long connect_timeout_ms;
   size_t max_body;
-  char *ca_file;
+  char *ca_file; /* CURLOPT_CAINFO: a CA bundle (PEM) */
+  char *ca_path; /* CURLOPT_CAPATH: a directory of hashed CA certificates */
   char *prefix; /* every URL must start with it (the client's base URL + "/"): see l_request */
   int insecure;
   int closed;
@@ -243,7 +244,7 @@ static struct curl_slist *slist_add(const lh_curl_api *c, struct curl_slist *l, 
 }
 
 /* http.session{user_agent=, token=, token_header=, connect_timeout_ms=, max_body=, ca_file=,
- * insecure=} -> session. The token goes into the Authorization header and is not kept anywhere
+ * ca_path=, insecure=} -> session. The token goes into the Authorization header and is not kept anywhere
  * Lua can read. */
 static int l_session(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -262,6 +263,8 @@ static int l_session(lua_State *L) {
   lua_pop(L, 1);
   const char *ca = opt_string(L, 1, "ca_file", NULL);
   if (ca && !(s->ca_file = strdup(ca))) return luaL_error(L, "out of memory");
+  const char *capath = opt_string(L, 1, "ca_path", NULL);
+  if (capath && !(s->ca_path = strdup(capath))) return luaL_error(L, "out of memory");
   const char *prefix = opt_string(L, 1, "prefix", NULL);
   if (prefix && !(s->prefix = strdup(prefix))) return luaL_error(L, "out of memory");
   const char *ua = opt_string(L, 1, "user_agent", "lettash/" LETTASH_VERSION);
@@ -319,11 +322,13 @@ static int l_session_close(lua_State *L) {
   c->curl_slist_free_all(s->base);
   c->curl_slist_free_all(s->base_json);
   free(s->ca_file);
+  free(s->ca_path);
   free(s->prefix);
   s->prefix = NULL;
   s->multi = NULL;
   s->base = s->base_json = NULL;
   s->ca_file = NULL;
+  s->ca_path = NULL;
   s->closed = 1;
   return 0;
 }
@@ -433,6 +438,7 @@ static CURL *new_easy(Session *s) {
   c->curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, s->insecure ? 0L : 1L);
   c->curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, s->insecure ? 0L : 2L);
   if (s->ca_file) c->curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
+  if (s->ca_path) c->curl_easy_setopt(e, CURLOPT_CAPATH, s->ca_path);
   return e;
 }
 
@@ -746,10 +752,22 @@ static int l_request_done(lua_State *L) {
   return 1;
 }
 
+/* Whether the request was handed to a connection and then lost its answer in a way libcurl
+ * reports as something else: its own resend (a kept-alive connection that died before the answer)
+ * refused for a request sent once (on_prereq), or that resend failing to connect. Either way the
+ * first send may have reached the server: not a "nothing was sent" failure. */
+static int lost_after_send(const Request *r) {
+  CURLcode rc = r->result;
+  if (r->once && r->sends > 1 && rc == CURLE_ABORTED_BY_CALLBACK) return 1;
+  return r->sends >= 1 && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+                           rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_SSL_CONNECT_ERROR ||
+                           rc == CURLE_PEER_FAILED_VERIFICATION);
+}
+
 static const char *error_kind(const Request *r) {
   CURLcode rc = r->result;
   if (r->too_big) return "too_large";
-  if (r->once && r->sends > 1 && rc == CURLE_ABORTED_BY_CALLBACK) return "reset";
+  if (lost_after_send(r)) return "reset";
   switch (rc) {
     case CURLE_OK: return NULL;
     case CURLE_OPERATION_TIMEDOUT: return "timeout";
@@ -786,9 +804,10 @@ static int l_request_result(lua_State *L) {
     lua_pushnil(L);
     lua_pushstring(L, kind);
     if (r->too_big) lua_pushfstring(L, "response larger than %I bytes", (lua_Integer)r->max_body);
-    else if (r->once && r->sends > 1)
-      lua_pushliteral(L, "the connection closed after the request was sent, with no answer "
-                         "(it may have been applied; not sent again)");
+    else if (lost_after_send(r))
+      lua_pushstring(L, r->once ? "the connection closed after the request was sent, with no answer "
+                                  "(it may have been applied; not sent again)"
+                                : "the connection closed after the request was sent, with no answer");
     else if (r->errbuf[0]) lua_pushstring(L, r->errbuf);
     else lua_pushstring(L, r->s ? r->s->c->curl_easy_strerror(r->result) : "transfer failed");
     return 4;

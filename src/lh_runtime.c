@@ -43,8 +43,9 @@ const char *lh_version_lmdb(void) {
 int lh_traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-    else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    /* an error object (a letta.Error): its message alone, as lua.c prints it */
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   }
   luaL_traceback(L, L, msg, 1);
   return 1;
@@ -80,9 +81,23 @@ static int core_pid(lua_State *L) {
   return 1;
 }
 
+/* A zombie (killed, not yet reaped by its parent) still answers kill(pid, 0), but it holds
+ * nothing any more: /proc/<pid>/stat's state, after the command name in parentheses, is 'Z'. */
+static int is_zombie(lua_Integer pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *end = strrchr(buf, ')');
+  return end && end[1] == ' ' && end[2] == 'Z';
+}
+
 static int core_alive(lua_State *L) {
   lua_Integer pid = luaL_checkinteger(L, 1);
-  lua_pushboolean(L, pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM));
+  lua_pushboolean(L, pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM) && !is_zombie(pid));
   return 1;
 }
 

@@ -3,6 +3,7 @@
 -- output as text or JSON, and any failure turned into ONE line "<script>: <message>" on stderr
 -- with exit status 1 (spec.error_status; 130 when interrupted). See scripts/onboard.lua for the shape of a script.
 local letta = require "letta"
+local clientlib = require "letta.client"
 local json = letta.json
 
 local type, tostring, tonumber, ipairs, setmetatable, getmetatable, pcall, error =
@@ -15,13 +16,27 @@ local _M = {}
 -- Settings the scripts read (config.lua set KEY VALUE). Other keys are refused, so that a typo
 -- ("defualt_agent") cannot pass silently; secrets are refused by the store itself.
 
-local function check_url(v)
-  if not v:match("^https?://[^/%s]+[^%s]*$") then return nil, "must be an http:// or https:// URL" end
-  return (v:gsub("/+$", ""))
-end
+local check_url = clientlib.check_url
 
 local function check_agent(v)
-  if not v:match("^agent%-[%w%-]+$") then return nil, "must be an agent id (agent-…)" end
+  if not clientlib.is_id(v, "agent") then return nil, "must be an agent id (agent-<uuid>)" end
+  return v
+end
+
+-- A certificate file that can be read now, stored as an absolute path (the scripts run from
+-- anywhere).
+local function check_ca_file(v)
+  if v:sub(1, 1) ~= "/" then
+    local cwd = os.getenv("PWD")
+    if not cwd then
+      local p = io.popen("pwd")
+      cwd = p and p:read("l")
+      if p then p:close() end
+    end
+    v = (cwd or ".") .. "/" .. v:gsub("^%./", "")
+  end
+  local ok, why = clientlib.check_ca_file(v, "ca_file")
+  if not ok then return nil, why, true end
   return v
 end
 
@@ -43,6 +58,8 @@ _M.SETTINGS = {
   { key = "timeout", check = check_seconds, help = "seconds a request may take (default 60)" },
   { key = "connect_timeout", check = check_seconds, help = "seconds to connect (default 10)" },
   { key = "max_retries", check = check_count, help = "retries of a request that is safe to repeat (default 2)" },
+  { key = "ca_file", check = check_ca_file,
+    help = "certificate (PEM) to trust for https:// (a self-signed server's), used when LETTA_CA_FILE is unset" },
 }
 for _, s in ipairs(_M.SETTINGS) do _M.SETTINGS[s.key] = s end
 
@@ -54,8 +71,8 @@ function _M.check_setting(key, text)
     for _, k in ipairs(_M.SETTINGS) do known[#known + 1] = k.key end
     error("unknown setting '" .. key .. "' (known: " .. table.concat(known, ", ") .. ")", 0)
   end
-  local v, why = s.check(text)
-  if v == nil then error(key .. " " .. why .. ", got '" .. text .. "'", 0) end
+  local v, why, whole = s.check(text) -- whole: why is the whole message
+  if v == nil then error(whole and why or (key .. " " .. why .. ", got '" .. text .. "'"), 0) end
   return v
 end
 
@@ -85,6 +102,8 @@ function _M.message(err)
     end
   end
   msg = msg:gsub("^[^\n]-%.lua:%d+: (letta[%w_%.]*: )", "%1")
+  -- a malformed id refused by letta.client before any request: what was expected, and what came
+  msg = msg:gsub("^[^\n]-:%d+: bad argument #%d+ to '[%w_]+' %(([%w ]+ id expected: [^\n]*)%)$", "%1")
   msg = msg:gsub("^letta%.[%w_]+: ", "")
   msg = msg:gsub("%s*\n%s*", " "):gsub("%s+$", "")
   if msg == "" then msg = "failed" end
@@ -153,7 +172,9 @@ local function help_text(spec, prog)
   end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "Environment: LETTA_BASE_URL (else the base_url setting, else http://localhost:8283),"
-  lines[#lines + 1] = "LETTA_API_KEY or LETTA_PASSWORD (never stored), LETTA_STORE (the local store)."
+  lines[#lines + 1] = "LETTA_API_KEY or LETTA_PASSWORD (never stored), LETTA_STORE (the local store),"
+  lines[#lines + 1] = "LETTA_CA_FILE (else the ca_file setting, else CURL_CA_BUNDLE or SSL_CERT_FILE): the"
+  lines[#lines + 1] = "certificate to trust for an https:// server with a self-signed certificate."
   lines[#lines + 1] = "Errors: one line '" .. spec.name .. ": <message>' on stderr, exit status "
                       .. (spec.error_status or 1) .. "."
   return table.concat(lines, "\n") .. "\n"
@@ -177,17 +198,26 @@ function Cx:settings()
   return self._settings
 end
 
--- cx:client() -> a client from the environment, with the settings filling in what it leaves unset.
+-- cx:client() -> a client from the environment, with the settings filling in what it leaves unset
+-- (the client reads LETTA_BASE_URL and the CA variables itself, and names them in its errors).
 function Cx:client()
   if not self._client then
     local s = self:settings()
-    local base_url = os.getenv("LETTA_BASE_URL")
-    if base_url == nil or base_url == "" then base_url = s.base_url end
-    self._client = letta.client{
-      base_url = type(base_url) == "string" and base_url or nil,
-      timeout = tonumber(s.timeout), connect_timeout = tonumber(s.connect_timeout),
-      max_retries = math.tointeger(tonumber(s.max_retries)),
-    }
+    local opts = { timeout = tonumber(s.timeout), connect_timeout = tonumber(s.connect_timeout),
+                   max_retries = math.tointeger(tonumber(s.max_retries)) }
+    if (os.getenv("LETTA_BASE_URL") or "") == "" and s.base_url ~= nil then
+      opts.base_url = check_url(s.base_url)
+      if not opts.base_url then
+        error("the base_url setting '" .. tostring(s.base_url) .. "' is not a server URL (change it: "
+              .. "lettash scripts/config.lua set base_url https://host:8283)", 0)
+      end
+    end
+    -- the setting names the server's certificate: it wins over CURL_CA_BUNDLE and SSL_CERT_FILE,
+    -- which usually name the system's bundle, but not over LETTA_CA_FILE
+    if s.ca_file ~= nil and (os.getenv("LETTA_CA_FILE") or "") == "" then
+      opts.ca_file, opts.ca_from = tostring(s.ca_file), "the ca_file setting"
+    end
+    self._client = letta.client(opts)
   end
   return self._client
 end

@@ -25,13 +25,34 @@ local CODES = {
   [422] = "unprocessable_entity", [429] = "rate_limited",
 }
 
+-- "<status> <reason>: <message> (<method> <path>): <hint>", where hint (optional) says what to do.
+-- An HTML page from a proxy reads "502 Bad Gateway from the proxy in front of Letta (...)"; an
+-- error in the configuration (code "config") is its message alone.
 function Error:__tostring()
   local where = self.method and string.format(" (%s %s)", self.method, self.path or "?") or ""
+  local hint = self.hint and ": " .. self.hint or ""
   if self.status and self.status > 0 then
-    return string.format("%d %s: %s%s", self.status, REASONS[self.status] or "Error", self.message, where)
+    if self.html then return string.format("%d %s%s%s", self.status, self.message, where, hint) end
+    return string.format("%d %s: %s%s%s", self.status, REASONS[self.status] or "Error", self.message, where, hint)
   end
-  return string.format("%s: %s%s", self.code or "error", self.message, where)
+  if self.code == "config" then return self.message .. where .. hint end
+  return string.format("%s: %s%s%s", self.code or "error", self.message, where, hint)
 end
+
+-- An answer that is an HTML page (content type text/html, or a body that starts like one) comes
+-- from whatever stands in front of Letta (nginx, a load balancer), not from Letta, which answers JSON.
+local function is_html(content_type, body)
+  if type(content_type) == "string" and content_type:lower():find("text/html", 1, true) then return true end
+  local start = type(body) == "string" and body:sub(1, 200):match("^%s*(<[!%a]+)") or ""
+  start = start:lower()
+  return start == "<!doctype" or start == "<html"
+end
+
+-- What such a page most likely means, after "<status> <reason> from the proxy in front of Letta".
+local PROXY_HINTS = {
+  [502] = "is the Letta server running?", [503] = "is the Letta server running?",
+  [504] = "the Letta server did not answer in time: is it running, or overloaded?",
+}
 
 -- The message a Letta server puts in an error body: {"detail": "..."}, {"detail": {"message"}},
 -- {"error": {"message"}}, else the body itself (shortened).
@@ -53,12 +74,21 @@ local function server_message(body)
   return #body > 200 and body:sub(1, 200) .. "..." or body
 end
 
--- new{status=, code=, message=, body=, method=, path=, retryable=} -> error
+-- new{status=, code=, message=, body=, method=, path=, retryable=, content_type=, hint=} -> error.
+-- An HTML answer gets html = true and a message saying where it came from.
 function _M.new(fields)
   local e = setmetatable(fields, Error)
   e.status = e.status or 0
+  local content_type = e.content_type
+  e.content_type = nil
   if e.status > 0 then
     e.code = e.code or CODES[e.status] or (e.status >= 500 and "server_error" or "http_error")
+    if e.message == nil and e.status >= 400 and is_html(content_type, e.body) then
+      e.html = true
+      local hint = PROXY_HINTS[e.status] or "an HTML page, not an answer from Letta"
+      if type(e.body) == "string" and e.body:find("HTTP request was sent to HTTPS port", 1, true) then hint = "it wants https://, not http://" end
+      e.message = string.format("%s from the proxy in front of Letta (%s)", REASONS[e.status] or "Error", hint)
+    end
     e.message = e.message or server_message(e.body) or REASONS[e.status] or "HTTP error"
   else
     e.code = e.code or "transport"

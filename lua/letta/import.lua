@@ -1,16 +1,19 @@
 -- Bulk import of archival memory (passages): streamed from a file, N requests in flight, exactly
--- once, resumable. Each item has a stable key (its position and a hash of its content); the store
--- journals it as pending before it is sent and done (with the passage id) after. When a send ends
--- ambiguously (reset, timeout, 5xx: the server may have committed it) the importer looks for the
--- item's unique tag (among the passages that hold its text: see needle) before sending again, and
--- deletes any duplicate it finds.
+-- once, resumable. Each item has a stable key (its position and a hash of its content, or with
+-- dedupe = "content" its content alone); the store journals it as pending before it is sent and
+-- done (with the passage id) after. When a send ends ambiguously (reset, timeout, 5xx: the server
+-- may have committed it) the importer looks for the item's unique tag (among the passages that
+-- hold its text: see needle) before sending again, and deletes any duplicate it finds. A failure
+-- that no item can get past (TLS, credentials, the agent gone, the server unreachable) stops the
+-- run at once. Every run is recorded in the store, so that an interrupted one can be found and
+-- resumed (import.interrupted, which doctor reports).
 local json = require "letta.json"
 local errors = require "letta.errors"
 local loop = require "letta.loop"
 local core = require "letta.core"
 
-local type, error, pcall, ipairs, tostring, string, table, math, io, utf8 =
-  type, error, pcall, ipairs, tostring, string, table, math, io, utf8
+local type, error, pcall, ipairs, pairs, tostring, tonumber, string, table, math, io, os, utf8, coroutine =
+  type, error, pcall, ipairs, pairs, tostring, tonumber, string, table, math, io, os, utf8, coroutine
 
 local _M = {}
 
@@ -46,6 +49,43 @@ local function check_tags(tags)
   return nil
 end
 
+-- created_at as Letta 0.16.8 reads it (CreateArchivalMemory.created_at, a pydantic 2.11 datetime
+-- in lax mode, parsed by speedate): a date YYYY-MM-DD (that day at 00:00), or a date, then T, t,
+-- '_' or a space, then HH:MM[:SS[.fraction]] and an optional zone (Z, z, +HH, +HHMM, +HH:MM); or a
+-- Unix time in seconds (milliseconds above 2e10) written as a number. Anything else is a 422 there
+-- for every item that has it, so it is a bad line here, caught by --dry-run too.
+local DAYS = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+local function check_created_at(s)
+  if type(s) ~= "string" then return "created_at must be a string" end
+  local bad = "created_at is not a date (expected ISO 8601, e.g. 2024-01-31 or 2024-01-31T09:30:00Z): " .. s:sub(1, 64)
+  if s:match("^%-?%d+$") or s:match("^%-?%d+%.%d+$") then
+    local t = tonumber(s)
+    return not (t >= -11676096000 and t <= 253402300799000) and bad or nil
+  end
+  local y, m, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
+  y, m, d = tonumber(y), tonumber(m), tonumber(d)
+  if not y or y < 1 or m < 1 or m > 12 or d < 1 or d > DAYS[m]
+     or (m == 2 and d == 29 and not (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0))) then
+    return bad
+  end
+  if rest == "" then return nil end
+  local hh, mm, after = rest:match("^[Tt_ ](%d%d):(%d%d)(.*)$")
+  if not hh or tonumber(hh) > 23 or tonumber(mm) > 59 then return bad end
+  local ss, after2 = after:match("^:(%d%d)(.*)$")
+  if ss then
+    if tonumber(ss) > 59 then return bad end
+    after = after2:gsub("^[.,]%d+", "", 1)
+  end
+  if after == "" or after == "Z" or after == "z" then return nil end
+  local zh, zm = after:match("^[+-](%d%d):?(%d%d)$")
+  if not zh then zh, zm = after:match("^[+-](%d%d)$"), "00" end
+  if not zh or tonumber(zh) > 23 or tonumber(zm) > 59 then return bad end
+  return nil
+end
+
+-- JSON null is "not given" (the server reads it so).
+local function given(v) if v == json.null then return nil end return v end
+
 local function jsonl_reader(fh, limit)
   local next_line = lines(fh)
   return function()
@@ -57,11 +97,11 @@ local function jsonl_reader(fh, limit)
         local ok, v = pcall(json.decode, l)
         if not ok then return { line = n, error = "invalid JSON (" .. tostring(v):gsub("^.-json: ", "") .. ")" } end
         if type(v) ~= "table" or json.is_array(v) then return { line = n, error = "not a JSON object" } end
-        local item = { line = n, text = v.text, tags = v.tags, created_at = v.created_at }
+        local item = { line = n, text = v.text, tags = given(v.tags), created_at = given(v.created_at) }
         local bad = check_text(item, limit)
           or (item.tags ~= nil and not json.is_array(item.tags) and "tags must be an array of strings" or nil)
           or check_tags(item.tags)
-          or (item.created_at ~= nil and type(item.created_at) ~= "string" and "created_at must be a string" or nil)
+          or (item.created_at ~= nil and check_created_at(item.created_at) or nil)
         if bad then return { line = n, error = bad } end
         return item
       end
@@ -128,6 +168,7 @@ local function csv_reader(fh, limit)
         local item = { line = n, text = fields[header.text], tags = tags,
                        created_at = created ~= "" and created or nil }
         local bad = check_text(item, limit) or check_tags(item.tags)
+          or (item.created_at and check_created_at(item.created_at) or nil)
         if bad then return { line = n, error = bad } end
         return item
       end
@@ -136,45 +177,151 @@ local function csv_reader(fh, limit)
 end
 
 -- Plain text: a passage per paragraph (blank lines between), paragraphs longer than the limit
--- cut at a space (or anywhere, for a word longer than the limit).
-local function text_reader(fh, limit)
-  local next_line = lines(fh)
-  local pending = {} -- pieces of an over-long paragraph still to hand out
-  local function split(text, line)
-    local out = {}
-    while #text > limit do
-      local cut = text:sub(1, limit):match("^.*()%s") or (limit + 1)
-      if cut <= 1 then cut = limit + 1 end
-      -- never cut inside a UTF-8 sequence
-      while cut > 1 and cut <= #text and text:byte(cut) >= 0x80 and text:byte(cut) < 0xC0 do cut = cut - 1 end
-      out[#out + 1] = { line = line, text = text:sub(1, cut - 1):match("^(.-)%s*$") }
-      text = text:sub(cut):match("^%s*(.*)$")
+-- cut at the last space before it (or anywhere, for a word longer than the limit, never inside a
+-- UTF-8 character). Streamed in blocks, and a paragraph is cut as it fills: time is linear and
+-- memory bounded (a block and a chunk) whatever the length of a paragraph or of a line; the whole
+-- paragraph is never held, nor sliced again for each chunk. The pieces are the ones that cutting
+-- the whole paragraph would give. A line that is not UTF-8 makes the rest of its paragraph one bad
+-- item (at the paragraph's first line); pieces of that paragraph already cut stay items.
+local BLOCK = 65536
+
+local function continuation(s, i)
+  local b = s:byte(i)
+  return b ~= nil and b >= 0x80 and b < 0xC0
+end
+
+-- How many bytes at the end of s start a UTF-8 character that goes on past it.
+local function partial_tail(s)
+  for k = 1, math.min(3, #s) do
+    local b = s:byte(#s - k + 1)
+    if b < 0x80 then return 0 end
+    if b >= 0xC0 then
+      local need = b >= 0xF0 and 4 or b >= 0xE0 and 3 or 2
+      return need > k and k or 0
     end
-    if text ~= "" then out[#out + 1] = { line = line, text = text } end
-    return out
   end
-  return function()
-    while true do
-      if #pending > 0 then return table.remove(pending, 1) end
-      local first, para = nil, {}
-      while true do
-        local n, l = next_line()
-        if not n then break end
-        if l:match("^%s*$") then
-          if first then break end
+  return 0
+end
+
+local function text_reader(fh, limit, block) -- block: bytes read at a time (tests make it small)
+  block = block or BLOCK
+  local produce = coroutine.wrap(function()
+    local yield = coroutine.yield
+    local lineno, first = 1, nil -- first: the line the open paragraph starts at
+    local parts, len = {}, 0      -- the paragraph's text not yet handed out (len <= limit between adds)
+    local strip = false           -- drop the whitespace that comes next (it follows a cut)
+    local skipping = false        -- the rest of a paragraph with a line that is not UTF-8
+
+    -- Appends s to the paragraph, and hands out the chunks that are full (the paragraph's text
+    -- is then known to go on past the limit): the same cut as on the whole text.
+    local function add(s)
+      if strip then
+        local i = s:find("%S")
+        if not i then return end
+        s, strip = s:sub(i), false
+      end
+      parts[#parts + 1], len = s, len + #s
+      if len <= limit then return end
+      local text, pos = table.concat(parts), 1
+      while #text - pos + 1 > limit do
+        local head = text:sub(pos, pos + limit - 1)
+        local cut = head:match("^.*()%s") or (limit + 1)
+        if cut <= 1 then cut = limit + 1 end
+        cut = pos + cut - 1
+        while cut > pos and continuation(text, cut) do cut = cut - 1 end
+        if cut == pos then -- a character longer than the limit: it goes whole
+          cut = pos + 1
+          while continuation(text, cut) do cut = cut + 1 end
+        end
+        local piece = text:sub(pos, cut - 1):match("^(.-)%s*$")
+        pos = text:find("%S", cut) or #text + 1
+        if piece ~= "" then yield({ line = first, text = piece }) end
+      end
+      local rest = text:sub(pos)
+      parts, len, strip = { rest }, #rest, rest == ""
+    end
+
+    local function close_paragraph()
+      if first and not skipping and len > 0 then
+        local text = table.concat(parts)
+        if text ~= "" then yield({ line = first, text = text }) end
+      end
+      first, parts, len, strip, skipping = nil, {}, 0, false, false
+    end
+
+    -- The input as spans of lines: (text, ended) with ended true when the line ends after it. A
+    -- block's last bytes are held for the next one when they may be a CR before its LF or part of
+    -- a character, so that each span is whole characters and a line's CR is always seen.
+    local data, pos, carry, eof = "", 1, "", false
+    local function span()
+      while pos > #data do
+        if eof then return nil end
+        local more = fh:read(block)
+        if more then
+          data, pos = carry .. more, 1
         else
-          first = first or n
-          if not utf8.len(l) then
-            -- skip the rest of this paragraph: it is one bad item
-            repeat n, l = next_line() until not n or l:match("^%s*$")
-            return { line = first, error = "not valid UTF-8" }
+          data, pos, eof = carry, 1, true
+          if data == "" then return nil end
+        end
+        carry = ""
+      end
+      local nl = data:find("\n", pos, true)
+      if nl then
+        local s = data:sub(pos, nl - 1)
+        pos = nl + 1
+        return s, true
+      end
+      local stop = #data
+      if not eof then
+        local hold = data:byte(stop) == 13 and 1 or partial_tail(data)
+        carry, stop = data:sub(stop - hold + 1), stop - hold
+      end
+      local s = data:sub(pos, stop)
+      pos = #data + 1
+      return s, eof
+    end
+
+    local ws = {} -- the current line's text while it is only whitespace
+    local blank = true
+    while true do
+      local s, ended = span()
+      if s == nil then break end
+      if ended and s:byte(-1) == 13 then s = s:sub(1, -2) end
+      if blank then
+        if s:find("%S") then -- the line is not blank: it opens or continues a paragraph
+          blank = false
+          if first == nil then
+            first = lineno
+          elseif not skipping then
+            add("\n")
           end
-          para[#para + 1] = l
+          if not skipping then for _, w in ipairs(ws) do add(w) end end
+          ws = {}
+        else
+          ws[#ws + 1] = s -- its leading whitespace, until the line turns out blank or not
         end
       end
-      if not first then return nil end
-      pending = split(table.concat(para, "\n"), first)
+      if not blank and not skipping then
+        if utf8.len(s) then
+          add(s)
+        else
+          skipping = true
+          yield({ line = first, error = "not valid UTF-8" })
+        end
+      end
+      if ended then
+        if blank and first then close_paragraph() end
+        ws, blank, lineno = {}, true, lineno + 1
+      end
     end
+    close_paragraph()
+  end)
+  local done = false
+  return function()
+    if done then return nil end
+    local it = produce()
+    if it == nil then done = true end
+    return it
   end
 end
 
@@ -211,11 +358,125 @@ local function needle(text)
 end
 _M.needle = needle
 
-local function item_key(agent_id, ordinal, item)
+-- The key of an item in the journal, and the hash its marker tag carries. By position (the
+-- default): its line's rank and content, so the same text twice is two passages. By content
+-- (dedupe = "content"): its text, tags (a set on the server, so sorted) and created_at, wherever it
+-- sits: an edited file sends only its new items, and an item repeated in the input is sent once.
+local function item_key(agent_id, ordinal, item, dedupe)
+  if dedupe == "content" then
+    local tags = {}
+    for _, t in ipairs(item.tags) do tags[#tags + 1] = t end
+    table.sort(tags)
+    local h = core.hash(table.concat({ agent_id, "content", item.text, table.concat(tags, "\31"), item.created_at or "" }, "\0"))
+    return string.format("%s/c:%s", agent_id, h), h
+  end
   local h = core.hash(table.concat({ agent_id, tostring(ordinal), item.text, table.concat(item.tags or {}, "\31"),
                                      item.created_at or "" }, "\0"))
   -- ordered by position: the journal is appended to, and its pages stay few and hot
   return string.format("%s/%012d:%s", agent_id, ordinal, h), h
+end
+
+-- Letta 0.16.8 stores an item's tags as a set (passage_manager.create_agent_passage_async:
+-- list(set(tags))): a tag given twice is sent once, in first-seen order.
+local function unique(list)
+  local seen, out = {}, {}
+  for _, t in ipairs(list) do
+    if not seen[t] then seen[t], out[#out + 1] = true, t end
+  end
+  return out
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Failures. Three kinds: about one item (a refusal of it: reported by line, the run goes on),
+-- ambiguous (reset, timeout, 5xx: it may have landed, look before sending again), and those no
+-- item can get past, which stop the run at once instead of trying every item against them.
+
+-- The whole run is blocked: no connection (TLS, refused, DNS), no access (401, 403), or no agent
+-- (404: Letta answers it on this route when the agent is gone).
+local function blocks_run(err)
+  if err.status == 0 then return err.code == "tls" or err.code == "connect" or err.code == "resolve" end
+  return err.status == 401 or err.status == 403 or err.status == 404
+end
+
+-- The server certainly did not store it: a refusal (4xx), or no connection was ever made for it
+-- (TLS handshake, refused, DNS). A request that was sent and then lost its answer (libcurl's own
+-- resend on a new connection failing included) is a "reset" instead (lh_http.c: lost_after_send).
+local function unsent(err)
+  if err.status == 0 then return err.code == "tls" or err.code == "connect" or err.code == "resolve" end
+  return err.status >= 400 and err.status < 500
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Runs: each import is recorded in the store (namespace "imports", keys "run:<hash>" beside the
+-- journal's "<agent_id>/..." keys), with what resuming it takes, so that one that stopped before
+-- the end can be found (import.interrupted) and continued with the same command.
+
+local RUN_PREFIX = "run:"
+
+local function shell_quote(a)
+  if a:match("^[%w%-_./:,=@+]+$") then return a end
+  return "'" .. a:gsub("'", "'\\''") .. "'"
+end
+
+local function absolute(path)
+  if path == "-" or path:sub(1, 1) == "/" then return path end
+  local cwd = os.getenv("PWD")
+  if not cwd or cwd == "" then
+    local p = io.popen("pwd")
+    cwd = p and p:read("l") or "."
+    if p then p:close() end
+  end
+  return (cwd:gsub("/$", "")) .. "/" .. path:gsub("^%./", "")
+end
+
+-- The arguments of scripts/import.lua that continue this run: the same agent, input and options.
+local function resume_args(opts, source)
+  local args = { opts.agent_id, source }
+  local function add(flag, v)
+    if v ~= nil then
+      args[#args + 1] = flag
+      args[#args + 1] = tostring(v)
+    end
+  end
+  add("--format", opts.format)
+  if opts.tags and #opts.tags > 0 then add("--tags", table.concat(opts.tags, ",")) end
+  add("--chunk-size", opts.chunk_size)
+  add("--concurrency", opts.concurrency)
+  if opts.dedupe == "content" then add("--dedupe", "content") end
+  return args
+end
+
+-- import.interrupted(store) -> list of {agent_id=, source= (absolute path, or "stdin"), pending=,
+-- done=, started=, error=, command=} for the runs that stopped before the end of their input and
+-- whose process is gone (killed, or stopped by a failure: error says which), oldest first.
+-- pending: items that run was sending when it stopped (the next run looks for them before sending
+-- again); done: items it had landed; command: what continues it (from the directory of your
+-- choice: the source path is absolute). A run that reached the end of its input is not listed.
+function _M.interrupted(store)
+  return store:read(function(txn)
+    local runs, by_agent = {}, {}
+    for key, r in txn:each("imports", RUN_PREFIX) do
+      if not r.finished and not (r.pid and core.alive(r.pid)) then
+        local args = {}
+        for i, a in ipairs(r.args or {}) do args[i] = shell_quote(a) end
+        local run = { agent_id = r.agent_id, source = r.source == "-" and "stdin" or r.source, pending = 0,
+                      done = r.done or 0, started = r.started, error = r.error,
+                      command = "bin/lettash scripts/import.lua " .. table.concat(args, " ") }
+        runs[#runs + 1] = run
+        by_agent[r.agent_id] = by_agent[r.agent_id] or {}
+        by_agent[r.agent_id][key:sub(#RUN_PREFIX + 1)] = run
+      end
+    end
+    -- the pending items of each run, from its agent's journal (one pass per agent)
+    for agent_id, of_run in pairs(by_agent) do
+      for _, j in txn:each("imports", agent_id .. "/") do
+        local run = j.s == "pending" and of_run[j.r]
+        if run then run.pending = run.pending + 1 end
+      end
+    end
+    table.sort(runs, function(x, y) return (x.started or "") < (y.started or "") end)
+    return runs
+  end)
 end
 
 -- Progress reporting: a bar on a terminal, a line every few seconds otherwise.
@@ -226,7 +487,10 @@ local function progress_reporter(opts, summary, total_bytes, fh)
   local start = loop.now()
   local last = tty and 0 or start -- not a line at once: a short import prints only its summary
   local out = opts.progress_out or io.stderr
-  return function(final)
+  -- report(final, stopped): final draws the last bar (ending its line) or line; stopped, the bar
+  -- only (the error line follows).
+  return function(final, stopped)
+    if final and not tty and (stopped or opts.progress_final == false) then return end -- the caller prints a summary
     local now = loop.now()
     if not final and now - last < every then return end
     last = now
@@ -254,9 +518,13 @@ local function progress_reporter(opts, summary, total_bytes, fh)
 end
 
 -- import.run{client=, store=, agent_id=, source="file" | "-", format="jsonl"|"csv"|"text", tags={},
--- concurrency=16, chunk_size=8000, dry_run=false, progress=nil|false|"tty"|"lines",
--- max_attempts=6} -> summary {items, sent, skipped, recovered, duplicates_removed, bad, failed,
--- bad_lines = {{line=, error=}...}, failures = {{line=, error=}...}, seconds, rate}
+-- concurrency=16, chunk_size=8000, dedupe="position"|"content", dry_run=false,
+-- progress=nil|false|"tty"|"lines", progress_final=true, max_attempts=6} -> summary {items, sent,
+-- skipped (= already_present), already_present, recovered, duplicates_removed, bad, failed,
+-- bad_lines = {{line=, error=}...}, failures = {{line=, error=}...}, seconds, rate, format, dedupe,
+-- dry_run}. Raises when the run stops on a failure no item can get past (the agent, checked before
+-- the first item; TLS; 401/403; the server unreachable): "letta.import: <why>"; what it had sent is
+-- journalled, and the same call continues it.
 function _M.run(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'run' (table expected)", 2) end
   local agent_id, source = opts.agent_id, opts.source or "-"
@@ -265,6 +533,8 @@ function _M.run(opts)
                  or (type(source) == "string" and source:match("%.txt$") and "text") or "jsonl"
   local reader_of = _M.readers[format]
   if not reader_of then error("bad argument #1 to 'run' (format must be jsonl, csv or text)", 2) end
+  local dedupe = opts.dedupe or "position"
+  if dedupe ~= "position" and dedupe ~= "content" then error("bad argument #1 to 'run' (dedupe must be position or content)", 2) end
   local limit = opts.chunk_size or DEFAULT_CHUNK
   local concurrency = math.max(1, math.floor(opts.concurrency or 16))
   local extra_tags = opts.tags or {}
@@ -281,10 +551,14 @@ function _M.run(opts)
       fh:seek("set", 0)
     end
   end
+  local function close_input()
+    if fh ~= io.stdin and type(source) == "string" then fh:close() end
+  end
   local next_raw = reader_of(fh, limit)
 
-  local summary = { items = 0, sent = 0, skipped = 0, recovered = 0, duplicates_removed = 0, bad = 0, failed = 0,
-                    bad_lines = {}, failures = {}, dry_run = opts.dry_run or false, format = format }
+  local summary = { items = 0, sent = 0, skipped = 0, already_present = 0, recovered = 0, duplicates_removed = 0,
+                    bad = 0, failed = 0, bad_lines = {}, failures = {}, dry_run = opts.dry_run or false,
+                    format = format, dedupe = dedupe }
   local ordinal = 0
   local fatal
   -- The next good item (bad ones are counted and reported by line number, never sent).
@@ -303,7 +577,8 @@ function _M.run(opts)
         for _, t in ipairs(extra_tags) do tags[#tags + 1] = t end
         for _, t in ipairs(it.tags or {}) do tags[#tags + 1] = t end
         it.tags = tags
-        it.key, it.hash = item_key(agent_id, ordinal, it)
+        it.key, it.hash = item_key(agent_id, ordinal, it, dedupe) -- (as given: keys of earlier runs stay valid)
+        it.tags = unique(tags)
         it.marker = _M.MARKER_PREFIX .. it.hash
         return it
       end
@@ -312,9 +587,10 @@ function _M.run(opts)
 
   local started = loop.now()
   local function finish()
+    summary.already_present = summary.skipped
     summary.seconds = loop.now() - started
     summary.rate = summary.sent / math.max(summary.seconds, 1e-3)
-    if fh ~= io.stdin and type(source) == "string" then fh:close() end
+    close_input()
     if fatal then error("letta.import: " .. fatal, 0) end
     return summary
   end
@@ -326,9 +602,38 @@ function _M.run(opts)
 
   local client, store = opts.client, opts.store
   local passages = client.agents.passages
+
+  -- The agent first: a wrong agent id, password or certificate, or a server that is down, stops
+  -- the run here in one request, before any item is journalled.
+  local ok, err = pcall(client.agents.retrieve, client.agents, agent_id)
+  if not ok then
+    close_input()
+    error(errors.is(err) and "letta.import: " .. tostring(err) or err, 0)
+  end
+
+  -- This run in the store, until it reaches the end of its input.
+  local run_args = resume_args(opts, type(source) == "string" and absolute(source) or "-")
+  local identity = {} -- what makes the items: all but --concurrency (a resume may change it)
+  for i, a in ipairs(run_args) do
+    if a ~= "--concurrency" and run_args[i - 1] ~= "--concurrency" then identity[#identity + 1] = a end
+  end
+  local run_id = core.hash(table.concat(identity, "\0"))
+  local run = { agent_id = agent_id, source = run_args[2], args = run_args, pid = core.pid(),
+                started = os.date("!%Y-%m-%dT%H:%M:%SZ"), done = 0 }
+  local function note_run(fields)
+    for k, v in pairs(fields or {}) do run[k] = v end
+    run.done = summary.sent + summary.skipped + summary.recovered
+    store:update(function(txn) txn:put("imports", RUN_PREFIX .. run_id, run) end)
+  end
+  note_run()
+
   local report = progress_reporter(opts, summary, total_bytes, fh)
   local max_attempts = opts.max_attempts or 6
   local limit_inflight, inflight = concurrency, 0 -- halved on 429/503, grows back on success
+  local stop -- the failure that stops the run: no item can get past it
+  local sending = {} -- keys being sent (with dedupe = "content", a repeat waits for the first)
+
+  local function halt(e) stop = stop or e end
 
   -- The passage(s) an earlier attempt left on the server, found by the item's unique tag.
   local function landed(it)
@@ -352,109 +657,141 @@ function _M.run(opts)
     end)
   end
 
-  local function send(it)
-    -- one write transaction: read the item's state, and note the intent to send it
-    local prior = store:update(function(txn)
-      local j = txn:get("imports", it.key)
-      if not j then txn:put("imports", it.key, { s = "pending", line = it.line }) end
-      return j
-    end)
-    if prior and prior.s == "done" then
-      summary.skipped = summary.skipped + 1
-      return
-    end
-    if prior then -- pending: an earlier run was sending it when it stopped
-      local id = landed(it)
-      if id then
-        journal(it, "done", id)
-        summary.recovered = summary.recovered + 1
-        return
-      end
-    end
+  local function failed(it, e, note)
+    summary.failed = summary.failed + 1
+    summary.failures[#summary.failures + 1] = { line = it.line, error = tostring(e) .. (note or "") }
+  end
+
+  -- Sends an item journalled as pending until it landed or was refused, or the run stops.
+  -- recovering: an earlier run was sending it when it stopped, so it may be on the server already.
+  local function deliver(it, recovering)
     local delay = 0.25
-    local unsure = false -- an earlier attempt may have landed, and looking for it failed
+    local maybe = recovering -- an attempt may have landed, and no look since has told
     -- A send that timed out may still be applied later (the server can be working on it still):
     -- this run then only looks for it, never sends it again (late holds that timeout).
-    local late
-    for attempt = 1, max_attempts do
-      local ok, res
-      if unsure or late then -- look first: sending again now could duplicate it
-        local lok, id = pcall(landed, it)
-        if lok and id then
-          journal(it, "done", id)
-          summary.sent = summary.sent + 1
-          return
-        end
-        unsure, res = not lok, id
-        if lok and late then res = late end
+    local late, last
+    -- Looks for the item: true when it is there (journalled done), false when it is not, nil
+    -- when looking failed (the run stops if that failure blocks it).
+    local function look()
+      local lok, id = pcall(landed, it)
+      if not lok then
+        if not errors.is(id) then error(id, 0) end
+        last = id
+        if blocks_run(id) then halt(id) end
+        return nil
       end
-      if not unsure and not late then
-        ok, res = pcall(passages.create, passages, agent_id,
-                        { text = it.text, tags = json.array({ it.marker, table.unpack(it.tags) }), created_at = it.created_at })
-        if ok then
+      if id then
+        journal(it, "done", id)
+        if recovering then summary.recovered = summary.recovered + 1 else summary.sent = summary.sent + 1 end
+        return true
+      end
+      if not late then maybe = false end -- not there, and nothing in flight can land any more
+      return false
+    end
+    for attempt = 1, max_attempts do
+      if stop then -- left pending if it may have landed (the next run looks), else forgotten
+        if not maybe then journal(it, nil) end
+        return
+      end
+      local found
+      if maybe or late then found = look() end
+      if found then return end
+      if not maybe and not late then
+        local cok, res = pcall(passages.create, passages, agent_id,
+                               { text = it.text, tags = json.array({ it.marker, table.unpack(it.tags) }), created_at = it.created_at })
+        if cok then
           journal(it, "done", res[1] and res[1].id)
           summary.sent = summary.sent + 1
           if limit_inflight < concurrency then limit_inflight = limit_inflight + 1 end
           return
         end
         if not errors.is(res) then error(res, 0) end
+        last = res
         if res.status == 429 or res.status == 503 then -- the server asks us to slow down
           limit_inflight = math.max(1, limit_inflight // 2)
         end
-        local ambiguous = res.status == 0 or res.status >= 500
-        if not ambiguous and res.status ~= 429 and res.status ~= 408 then -- refused: sending again will not help
+        if blocks_run(res) then
+          if unsent(res) then journal(it, nil) end -- else pending: the next run looks for it first
+          return halt(res)
+        elseif unsent(res) and res.status ~= 429 and res.status ~= 408 then -- refused: sending again will not help
           journal(it, nil)
-          summary.failed = summary.failed + 1
-          summary.failures[#summary.failures + 1] = { line = it.line, error = tostring(res) }
-          return
-        end
-        if ambiguous then
+          return failed(it, res)
+        elseif not unsent(res) then -- reset, timeout, 5xx: it may have landed
+          maybe = true
           if res.code == "timeout" then late = res end
-          local lok, id = pcall(landed, it)
-          if lok and id then
-            journal(it, "done", id)
-            summary.sent = summary.sent + 1
-            return
-          end
-          unsure = not lok
+          if look() then return end
         end
       end
-      if attempt < max_attempts then
+      if attempt < max_attempts and not stop then
         loop.sleep(delay * (1 - 0.25 * math.random()))
         delay = math.min(delay * 2, 8)
-      else -- still pending in the journal when unsure: the next run looks before sending
-        summary.failed = summary.failed + 1
-        summary.failures[#summary.failures + 1] = { line = it.line, error = tostring(res)
-          .. (late and " (it may still land: run the import again, it looks for it before sending)" or "") }
       end
     end
+    if stop then
+      if not maybe then journal(it, nil) end
+      return
+    end
+    -- still pending in the journal when it may have landed: the next run looks before sending
+    if not maybe then journal(it, nil) end
+    failed(it, last, late and " (it may still land: run the import again, it looks for it before sending)" or nil)
+  end
+
+  local function send(it)
+    while sending[it.key] do loop.sleep(0.02) end -- the same item, earlier in the input
+    -- one write transaction: read the item's state, and note the intent to send it
+    local prior = store:update(function(txn)
+      local j = txn:get("imports", it.key)
+      if not j then txn:put("imports", it.key, { s = "pending", line = it.line, r = run_id }) end
+      return j
+    end)
+    if prior and prior.s == "done" then
+      summary.skipped = summary.skipped + 1
+      return
+    end
+    sending[it.key] = true
+    local sok, e = pcall(deliver, it, prior ~= nil)
+    sending[it.key] = nil
+    if not sok then error(e, 0) end
   end
 
   store:durable(false) -- the journal is written per item: no disk wait per commit
   local handled = 0
   local function worker()
-    while true do
-      while inflight >= limit_inflight do loop.sleep(0.02) end
+    while not stop do
+      while inflight >= limit_inflight and not stop do loop.sleep(0.02) end
+      if stop then return end
       local it = next_item()
       if not it then return end
       inflight = inflight + 1
-      local ok, err = pcall(send, it)
+      local wok, e = pcall(send, it)
       inflight = inflight - 1
       handled = handled + 1
-      if handled % 256 == 0 then store:trim() end -- the journal's pages: flat resident memory
-      if not ok then
-        summary.failed = summary.failed + 1
-        summary.failures[#summary.failures + 1] = { line = it.line, error = tostring(err) }
+      if handled % 256 == 0 then -- the journal's pages: flat resident memory; and the run's progress
+        store:trim()
+        note_run()
       end
+      if not wok then failed(it, e) end
       report()
     end
   end
   local workers = {}
   for i = 1, concurrency do workers[i] = loop.spawn(worker) end
-  local ok, err = pcall(loop.gather, workers)
+  local gok, gerr = pcall(loop.gather, workers)
   store:durable(true)
+  if not gok then
+    close_input()
+    error(gerr, 0)
+  end
+  if stop then
+    report(true, true)
+    close_input()
+    local why = tostring(stop)
+    note_run{ error = why }
+    error(string.format("letta.import: stopped: %s (%d sent before it stopped; the same command continues)",
+                        why, summary.sent + summary.recovered), 0)
+  end
   report(true)
-  if not ok then error(err, 0) end
+  note_run{ finished = os.date("!%Y-%m-%dT%H:%M:%SZ") }
   return finish()
 end
 

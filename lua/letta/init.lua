@@ -12,10 +12,16 @@ function _M.versions()
   return core.versions()
 end
 
--- letta.client{base_url=, token=, timeout=, max_retries=, ...}: see letta.client.
-function _M.client(opts)
-  return require("letta.client").new(opts)
-end
+-- letta.client{base_url=, token=, timeout=, max_retries=, ...}: see letta.client. It is
+-- letta.client's `new` itself, loaded on first use (no wrapper: an argument error then names the
+-- caller's line).
+setmetatable(_M, { __index = function(t, k)
+  if k == "client" then
+    local new = require("letta.client").new
+    rawset(t, "client", new)
+    return new
+  end
+end })
 
 -- Modules loaded on first use: letta.store (store.open([path])) and letta.users
 -- (letta.users{client=, store=}, or letta.users.onboard(...) with the defaults).

@@ -9,6 +9,7 @@ local json = require "letta.json"
 local errors = require "letta.errors"
 local loop = require "letta.loop"
 local core = require "letta.core"
+local store_mod = require "letta.store"
 
 local type, error, pcall, ipairs, pairs, setmetatable, tostring, string, table, os, math =
   type, error, pcall, ipairs, pairs, setmetatable, tostring, string, table, os, math
@@ -20,6 +21,8 @@ Users.__index = Users
 
 local HISTORY_MAX = 20 -- exchanges kept in the persona's conversation_history
 local LEASE_TTL = 600 -- at least: a chat holds an agent for 3 client timeouts + a minute at most
+local FOREIGN_WAIT = 60 -- seconds a chat waits for another store's chat to leave the agent
+local LATE_WINDOW = 600 -- seconds an unanswered attach is watched for (it may land that late)
 
 local function fail(fmt, ...) error("letta.users: " .. string.format(fmt, ...), 0) end
 
@@ -44,6 +47,19 @@ end
 
 function _M.label(username) return "Persona_" .. username end
 
+-- Agent ids as Letta makes them: agent-<uuid> (the server's own rule, letta.client.is_id).
+-- Anything else is a typo that no server holds (it answers 422), refused here before any write.
+function _M.is_agent_id(s) return require("letta.client").is_id(s, "agent") end
+
+function _M.check_agent_id(s)
+  if type(s) ~= "string" or s == "" then fail("an agent id is required") end
+  if not _M.is_agent_id(s) then
+    fail("invalid agent id '%s': expected the form agent-<uuid> (agent-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+         #s > 60 and s:sub(1, 57) .. "..." or s)
+  end
+  return s
+end
+
 -- ---------------------------------------------------------------------------------------------
 
 -- letta.users{client=, store=} -> workflows bound to a client and a store.
@@ -58,6 +74,22 @@ function _M.new(opts)
 end
 
 local function is_not_found(err) return errors.is(err) and err.status == 404 end
+
+-- Whether a failed request certainly changed nothing on the server: it answered 4xx (refused; a
+-- 499 is a proxy saying the client gave up, after the server may have acted), or the TLS handshake
+-- failed (nothing is sent before it succeeds).
+local function refused(err)
+  if not errors.is(err) then return false end
+  if err.status >= 400 and err.status < 500 then return err.status ~= 499 end
+  return err.status == 0 and err.code == "tls"
+end
+
+-- Refused, or the server was not reached at all (connection refused, name not resolved). Not
+-- quite certain: a request on a kept-alive connection that died after the server took it can end
+-- the same way when libcurl tries a new one.
+local function unreached(err)
+  return refused(err) or (errors.is(err) and err.status == 0 and (err.code == "connect" or err.code == "resolve"))
+end
 
 -- Calls fn(...) and returns its result, or nil when the server says 404.
 local function unless_missing(fn, ...)
@@ -104,7 +136,7 @@ end
 -- The identity for username: the cached one if the server still has it, else one we create, or
 -- the one an interrupted run created (identifier_key is unique on the server, so a 409 means it
 -- exists: look it up by key, which the identities list filters exactly).
-function Users:ensure_identity(rec, opts, actions)
+function Users:ensure_identity(rec, actions)
   local c = self.client
   local identity = cached(rec, "identity_id", c.identities, "identity", actions)
   if identity then return identity end
@@ -115,8 +147,11 @@ function Users:ensure_identity(rec, opts, actions)
   elseif errors.is(res) and (res.status == 409 or res.code == "reset" or res.code == "timeout" or res.status >= 500) then
     -- It may exist already (an interrupted run, or this very create applied before the error).
     local cause = res
-    res = c.identities:find(rec.username, { identity_type = "user" })
-    if not res then error(cause, 0) end -- it did not land: the next run creates it
+    local fok
+    fok, res = pcall(c.identities.find, c.identities, rec.username, { identity_type = "user" })
+    -- not found: it did not land (the next run creates it); the look-up failed: the create's
+    -- outcome is what stays unknown, so its error is the one to raise
+    if not (fok and res) then error(cause, 0) end
     actions[#actions + 1] = "adopted identity " .. res.id .. " (already on the server: an interrupted run or a lost store)"
   else
     error(res, 0)
@@ -200,13 +235,10 @@ function Users:ensure_block(rec, identity, linked, actions)
   return block
 end
 
--- onboard(username, {name=, preferences=}) -> {username=, identity_id=, block_id=, block_label=,
--- changed=, actions=}. Idempotent and safe to rerun after a crash at any point.
-function Users:onboard(username, opts)
-  _M.validate(username)
-  opts = opts or {}
+-- Onboards the user of record rec (the stored one, or a new one): see onboard.
+local function onboard_record(self, rec, opts)
+  local username = rec.username
   local actions = {}
-  local rec = self.store:user(username) or { username = username }
   local old_name, old_prefs = rec.name, rec.preferences
   rec.name = opts.name or rec.name or username
   if opts.preferences ~= nil then rec.preferences = opts.preferences end
@@ -215,7 +247,7 @@ function Users:onboard(username, opts)
   local renamed = rec.onboarded and opts.name ~= nil and opts.name ~= old_name
   local new_prefs = rec.onboarded and opts.preferences ~= nil and not same(opts.preferences, old_prefs)
   if not rec.onboarded then self:save(rec) end
-  local identity = self:ensure_identity(rec, opts, actions)
+  local identity = self:ensure_identity(rec, actions)
   local linked_blocks = self:linked_blocks(identity.id)
   local block = self:ensure_block(rec, identity, linked_blocks, actions)
   local linked = false
@@ -244,6 +276,27 @@ function Users:onboard(username, opts)
   end
   return { username = username, identity_id = rec.identity_id, block_id = rec.block_id,
            block_label = rec.block_label, changed = #actions > 0, actions = actions }
+end
+
+-- onboard(username, {name=, preferences=}) -> {username=, identity_id=, block_id=, block_label=,
+-- changed=, actions=}. Idempotent and safe to rerun after a crash at any point.
+function Users:onboard(username, opts)
+  _M.validate(username)
+  local rec = self.store:user(username)
+  local ok, res = pcall(onboard_record, self, rec or { username = username }, opts or {})
+  if ok then return res end
+  -- Wrong settings (password, URL, port, certificate) refuse the very first write, or never reach
+  -- the server: a record this run created is taken back, so that neither users.lua nor doctor
+  -- --fix turns a name given up on into server objects. A record holding a server id stays. (An
+  -- identity that did land in the rare case unreached() misjudges is adopted by the next onboard:
+  -- its identifier_key is unique.)
+  if not rec and unreached(res) then
+    self.store:update(function(txn)
+      local r = txn:get("users", username)
+      if r and not (r.identity_id or r.block_id or r.pending_block) then store_mod.delete_user(txn, username) end
+    end)
+  end
+  error(res, 0)
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -280,24 +333,43 @@ function Users:release(agent_id, me)
   end)
 end
 
--- Attachments recorded in the store: attachments[agent_id/block_id] = {username, pid, since}.
+-- Attachments recorded in the store: attachments[agent_id/block_id] = {username, pid, since,
+-- unsure}. unsure: the chat ended with its attach unanswered, which may still land (up to
+-- LATE_WINDOW after since): the record stays until a detach finds the persona there, or until then.
 local function attachment_key(agent_id, block_id) return agent_id .. "/" .. block_id end
+
+local function attachments_on(store, agent_id)
+  return store:read(function(txn)
+    local t = {}
+    for key, a in txn:each("attachments", agent_id .. "/") do t[key:sub(#agent_id + 2)] = a end
+    return t
+  end)
+end
+
+-- Detaches block_id from agent_id: true if it was attached, false if not. Not attached is fine:
+-- 404 (not attached, or no such agent or block), 422, or an agent id that is not agent-<uuid>
+-- (a mistyped id recorded by an older lettash: nothing can be attached there).
+local function detach_once(c, agent_id, block_id)
+  if not _M.is_agent_id(agent_id) then return false end
+  local ok, err = pcall(c.agents.blocks.detach, c.agents.blocks, agent_id, block_id)
+  if ok then return true end
+  if errors.is(err) and (err.status == 404 or err.status == 422) then return false end
+  error(err, 0)
+end
+
+-- Whether a record may still see its attach land: keep it then, even though nothing is attached.
+local function still_watched(a) return a.unsure and os.time() - (a.since or 0) < LATE_WINDOW end
 
 -- Detaches what crashed chats left attached to agent_id (the caller holds the agent's lease, so
 -- any recorded attachment there is stale).
 function Users:repair_agent(agent_id, actions)
-  local stale = self.store:read(function(txn)
-    local t = {}
-    for key, a in txn:each("attachments", agent_id .. "/") do t[#t + 1] = { key = key, a = a } end
-    return t
-  end)
-  for _, s in ipairs(stale) do
-    local block_id = s.key:sub(#agent_id + 2)
-    local c = self.client
-    unless_missing(c.agents.blocks.detach, c.agents.blocks, agent_id, block_id)
-    self.store:update(function(txn) txn:del("attachments", s.key) end)
-    actions[#actions + 1] = string.format("repaired: detached %s (%s) left attached by process %s",
-                                          block_id, tostring(s.a.username), tostring(s.a.pid))
+  for block_id, a in pairs(attachments_on(self.store, agent_id)) do
+    local was = detach_once(self.client, agent_id, block_id)
+    if was or not still_watched(a) then
+      self.store:update(function(txn) txn:del("attachments", attachment_key(agent_id, block_id)) end)
+      actions[#actions + 1] = string.format("repaired: detached %s (%s) left attached by process %s",
+                                            block_id, tostring(a.username), tostring(a.pid))
+    end
   end
 end
 
@@ -360,24 +432,24 @@ local function attach_persona(c, agent_id, block_id)
 end
 
 -- Detaches the persona: idempotent (not attached is fine), so tried again after any failure the
--- client does not retry itself (an undecodable answer to a detach that was applied).
+-- client does not retry itself (an undecodable answer to a detach that was applied). Returns
+-- whether it was attached.
 local function detach_persona(c, agent_id, block_id)
-  local ok, err
+  local ok, res
   for attempt = 1, 3 do
-    ok, err = pcall(unless_missing, c.agents.blocks.detach, c.agents.blocks, agent_id, block_id)
-    if ok or tostring(err):match("interrupted!$") then break end
+    ok, res = pcall(detach_once, c, agent_id, block_id)
+    if ok or tostring(res):match("interrupted!$") then break end
     if attempt < 3 then loop.sleep(0.25 * attempt) end
   end
-  if not ok then error(err, 0) end
+  if not ok then error(res, 0) end
+  return res
 end
 
--- Persona blocks other than ours on the agent (attached by a request that landed after its chat
--- had ended, or by hand): we hold the agent's lease, so none of them belongs to a running chat.
-local function foreign_personas(agent, block_id)
+-- The Persona_* blocks other than block_id in a list of blocks or an agent (as an attach answers it).
+local function other_personas(agent, block_id)
   local t, seen = {}, {}
-  local lists = { type(agent) == "table" and agent.blocks,
-                  type(agent) == "table" and type(agent.memory) == "table" and agent.memory.blocks }
-  for _, list in ipairs(lists) do
+  if type(agent) ~= "table" then return t end
+  for _, list in ipairs({ agent, agent.blocks or {}, type(agent.memory) == "table" and agent.memory.blocks or {} }) do
     for _, b in ipairs(type(list) == "table" and list or {}) do
       if type(b) == "table" and type(b.label) == "string" and b.label:match("^Persona_") and b.id ~= block_id
          and not seen[b.id] then
@@ -389,13 +461,53 @@ local function foreign_personas(agent, block_id)
   return t
 end
 
--- chat(username, agent_id, text, {stream=, stream_tokens=, on_event=, timeout=}) -> {reply=, messages=,
--- stop_reason=, usage=, actions=}. The persona block is attached only for the send and detached
--- on every path: success, API error, Lua error, timeout, Ctrl-C (a killed process is repaired by
--- the next chat on that agent, or by doctor).
+-- Other personas on the agent: the ones this store recorded there (an attach of ours that landed
+-- after its chat ended) are detached now; the others are returned: another store's chat (another
+-- host or Unix account) holds the agent, which our lease cannot see.
+function Users:foreign_personas(agent_id, agent, block_id, actions)
+  local recorded, foreign = attachments_on(self.store, agent_id), {}
+  for _, b in ipairs(other_personas(agent, block_id)) do
+    if recorded[b.id] then
+      detach_once(self.client, agent_id, b.id)
+      self.store:update(function(txn) txn:del("attachments", attachment_key(agent_id, b.id)) end)
+      actions[#actions + 1] = string.format("repaired: detached %s (%s), an attach that landed after its chat", b.id, b.label)
+    else
+      foreign[#foreign + 1] = b
+    end
+  end
+  return foreign
+end
+
+-- The error of a chat that waited `bound` seconds for another store's persona b to go.
+local function busy(agent_id, b, bound)
+  fail("agent %s is in use by user '%s' (%s attached) from another lettash store (another host or Unix account); "
+       .. "waited %g s; try again once that chat is over (if none is running, detach it: "
+       .. "bin/lettash -l letta -e \"letta.client().agents.blocks:detach('%s', '%s')\")",
+       agent_id, b.label:sub(#"Persona_" + 1), b.label, bound, agent_id, b.id)
+end
+
+-- Waits until no other store's persona is on the agent (reading its blocks), until deadline.
+function Users:await_foreign(agent_id, block_id, deadline, bound, actions)
+  local wait = 0.1
+  while true do
+    local foreign = self:foreign_personas(agent_id, self.client.agents.blocks:list(agent_id), block_id, actions)
+    if #foreign == 0 then return end
+    local now = loop.now()
+    if now >= deadline then busy(agent_id, foreign[1], bound) end
+    loop.sleep(math.min(wait, deadline - now))
+    wait = math.min(wait * 2, 1)
+  end
+end
+
+-- chat(username, agent_id, text, {stream=, stream_tokens=, on_event=, timeout=, lease_timeout=,
+-- foreign_timeout=}) -> {reply=, messages=, stop_reason=, usage=, actions=}. The persona block is
+-- attached only for the send and detached on every path: success, API error, Lua error, timeout,
+-- Ctrl-C (a killed process is repaired by the next chat on that agent, or by doctor). Chats of
+-- this store on one agent take turns (a lease, waited for up to lease_timeout s, default 120); a
+-- persona another store attached is waited for up to foreign_timeout s (default 60).
 function Users:chat(username, agent_id, text, opts)
   _M.validate(username)
-  if type(agent_id) ~= "string" or agent_id == "" then fail("an agent id is required") end
+  _M.check_agent_id(agent_id)
   if type(text) ~= "string" or text == "" then fail("a message text is required") end
   opts = opts or {}
   local rec = self.store:user(username)
@@ -406,20 +518,41 @@ function Users:chat(username, agent_id, text, opts)
   local actions = {}
   local me = self:acquire(agent_id, opts.lease_timeout)
   local key = attachment_key(agent_id, rec.block_id)
+  local bound = opts.foreign_timeout or FOREIGN_WAIT
+  local deadline = loop.now() + bound
   local result
-  local attach -- "sent" while the attach is unanswered, "done" once answered
+  local attach -- nil: nothing attached; "sent" while the attach is unanswered; "done" once attached
   local ok, err = pcall(function()
     self:repair_agent(agent_id, actions)
-    -- the note of intent first: a process killed after the attach is repaired from it
-    self.store:update(function(txn)
-      txn:put("attachments", key, { username = username, pid = core.pid(), since = os.time() })
-    end)
-    attach = "sent"
-    local agent = attach_persona(c, agent_id, rec.block_id)
-    attach = "done"
-    for _, b in ipairs(foreign_personas(agent, rec.block_id)) do -- never send with another persona on
-      unless_missing(c.agents.blocks.detach, c.agents.blocks, agent_id, b.id)
-      actions[#actions + 1] = string.format("repaired: detached %s (%s), which no chat had recorded", b.id, b.label)
+    while true do
+      -- Another store's chat may hold the agent: wait until its persona is gone (a 404 here, a
+      -- mistyped agent, fails before anything is recorded or attached).
+      self:await_foreign(agent_id, rec.block_id, deadline, bound, actions)
+      -- the note of intent first: a process killed after the attach is repaired from it
+      self.store:update(function(txn)
+        txn:put("attachments", key, { username = username, pid = core.pid(), since = os.time() })
+      end)
+      attach = "sent"
+      local aok, agent = pcall(attach_persona, c, agent_id, rec.block_id)
+      if not aok then
+        if refused(agent) then attach = nil end -- the server refused it: nothing is attached
+        if is_not_found(agent) and not unless_missing(c.blocks.retrieve, c.blocks, rec.block_id) then
+          fail("the persona block %s of user '%s' is gone from the server: run bin/lettash scripts/onboard.lua %s "
+               .. "(or bin/lettash scripts/doctor.lua --fix)", rec.block_id, username, username)
+        end
+        error(agent, 0)
+      end
+      attach = "done"
+      -- Checked again in the attach's answer: a chat of another store may have attached between
+      -- our look and our attach. Then ours steps back and both wait (a random pause, so that two
+      -- chats doing the same do not meet again).
+      local foreign = self:foreign_personas(agent_id, agent, rec.block_id, actions)
+      if #foreign == 0 then break end
+      detach_persona(c, agent_id, rec.block_id)
+      self.store:update(function(txn) txn:del("attachments", key) end)
+      attach = nil
+      if loop.now() >= deadline then busy(agent_id, foreign[1], bound) end
+      loop.sleep(0.05 + 0.45 * math.random())
     end
     local req = { text = text, sender_id = rec.identity_id, timeout = opts.timeout,
                   stream_tokens = opts.stream and opts.stream_tokens or nil }
@@ -431,10 +564,22 @@ function Users:chat(username, agent_id, text, opts)
   end)
   -- Always: detach, then forget the attachment, then let the next chat in.
   local dok, derr = pcall(function()
-    detach_persona(c, agent_id, rec.block_id)
-    -- an attach that went unanswered may land later: its record stays for the next chat or doctor
-    local unsure = attach == "sent" and errors.is(err) and (err.status == 0 or err.status >= 500)
-    if not unsure then self.store:update(function(txn) txn:del("attachments", key) end) end
+    if attach == "sent" then
+      -- unanswered: it may land later, so its record stays (the next chat on the agent or doctor
+      -- detaches it), marked to be watched for a while even when nothing is there yet
+      local dpok, was = pcall(detach_persona, c, agent_id, rec.block_id)
+      self.store:update(function(txn)
+        if dpok and was then txn:del("attachments", key) return end
+        local a = txn:get("attachments", key)
+        if a then
+          a.unsure, a.since = true, os.time()
+          txn:put("attachments", key, a)
+        end
+      end)
+      return
+    end
+    if attach == "done" then detach_persona(c, agent_id, rec.block_id) end
+    self.store:update(function(txn) txn:del("attachments", key) end)
   end)
   self:release(agent_id, me)
   if not ok then error(err, 0) end
@@ -464,12 +609,13 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- offboard
 
--- offboard(username) -> {username=, actions=}: detaches the persona wherever a chat left it,
--- deletes the block and the identity, removes the record. Safe to rerun after a crash.
+-- offboard(username) -> {username=, changed=, actions=}: detaches the persona wherever a chat left
+-- it, deletes the block and the identity, removes the record. Safe to rerun after a crash; a user
+-- with no record (offboarded already, or never onboarded here) is nothing to do (changed = false).
 function Users:offboard(username)
   _M.validate(username)
   local rec = self.store:user(username)
-  if not rec then fail("user '%s' is not onboarded here (no local record)", username) end
+  if not rec then return { username = username, changed = false, actions = {} } end
   local c = self.client
   local actions = {}
   rec.offboarding = true
@@ -484,7 +630,7 @@ function Users:offboard(username)
     end)
     for _, key in ipairs(attached) do
       local agent_id = key:sub(1, #key - #rec.block_id - 1)
-      unless_missing(c.agents.blocks.detach, c.agents.blocks, agent_id, rec.block_id)
+      detach_once(c, agent_id, rec.block_id)
       self.store:update(function(txn) txn:del("attachments", key) end)
       actions[#actions + 1] = "detached " .. rec.block_id .. " from " .. agent_id
     end
@@ -507,26 +653,54 @@ function Users:offboard(username)
   end
   self.store:delete_user(username)
   actions[#actions + 1] = "removed local record"
-  return { username = username, actions = actions }
+  return { username = username, changed = true, actions = actions }
 end
 
 -- ---------------------------------------------------------------------------------------------
 -- doctor
 
--- doctor({fix=}) -> {ok=, checks=, problems=}: the server, the credentials and the store; every
--- cached identity and block checked by id (never by listing); attachments left by killed chats;
--- interrupted onboardings. With fix, heals what it can.
+-- What to check when the server, or its answer to our credentials, failed: --fix cannot help.
+local function setup_hint(c, err)
+  local code, status = errors.is(err) and err.code, errors.is(err) and err.status or 0
+  if status == 401 or status == 403 then
+    return c.authenticated and "check LETTA_PASSWORD (or LETTA_API_KEY): the server refused it"
+      or "set LETTA_PASSWORD (or LETTA_API_KEY): the server wants one"
+  elseif code == "tls" then
+    return "the TLS connection failed: for a self-signed server, point LETTA_CA_FILE (or the ca_file setting) at its certificate"
+  elseif code == "resolve" then
+    return "check the host name in LETTA_BASE_URL (or the base_url setting)"
+  elseif code == "connect" or code == "timeout" then
+    return "is the Letta server running at " .. c.base_url .. "? check LETTA_BASE_URL (or the base_url setting) and its port"
+  end
+  return "check the Letta server at " .. c.base_url
+end
+
+-- Interrupted imports, as letta.import reports them ({agent_id=, source=, pending=, command=}),
+-- or {} when this letta.import cannot say.
+local function interrupted_imports(store)
+  local ok, list = pcall(function() return require("letta.import").interrupted(store) end)
+  return ok and type(list) == "table" and list or {}
+end
+
+-- doctor({fix=}) -> {ok=, checks=, problems=, counts=}: the server, the credentials and the store;
+-- every cached identity and block checked by id (never by listing); attachments left by killed
+-- chats; interrupted onboardings, offboardings and imports. With fix, heals what it can. A failed
+-- check carries a hint (what to set: --fix cannot help there); a problem fix cannot heal carries
+-- one too (the command that finishes it). counts: how much was checked.
 function Users:doctor(opts)
   opts = opts or {}
   local c = self.client
   local report = { checks = {}, problems = {} }
+  local counts = { users = 0, identities = 0, blocks = 0, attachments = 0, leases = 0, imports = 0 }
   local function check(name, fn)
     local ok, detail = pcall(fn)
-    report.checks[#report.checks + 1] = { name = name, ok = ok, detail = ok and detail or tostring(detail) }
+    local ch = { name = name, ok = ok, detail = ok and detail or tostring(detail) }
+    if not ok then ch.hint = setup_hint(c, detail) end
+    report.checks[#report.checks + 1] = ch
     return ok
   end
-  local function problem(kind, username, detail, fixer)
-    local p = { kind = kind, username = username, detail = detail, fixed = false }
+  local function problem(kind, username, detail, fixer, hint)
+    local p = { kind = kind, username = username, detail = detail, fixed = false, fixable = fixer ~= nil, hint = hint }
     if opts.fix and fixer then
       local ok, err = pcall(fixer)
       p.fixed = ok
@@ -554,15 +728,25 @@ function Users:doctor(opts)
     report.ok = false
     return report
   end
-  -- leftover attachments (a chat killed between attach and detach)
+  -- leftover attachments (a chat killed between attach and detach; an attach that went
+  -- unanswered is watched a while, and only a problem once it is seen on the agent)
   local attachments = self.store:read(function(txn)
     local t = {}
     for key, a in txn:each("attachments") do t[#t + 1] = { key = key, a = a } end
     return t
   end)
   for _, e in ipairs(attachments) do
+    counts.attachments = counts.attachments + 1
     local agent_id, block_id = e.key:match("^(.-)/(.*)$")
-    if not core.alive(e.a.pid or 0) or e.a.pid == core.pid() then
+    local stale = not core.alive(e.a.pid or 0) or e.a.pid == core.pid()
+    if stale and still_watched(e.a) and _M.is_agent_id(agent_id) then
+      local on = false
+      for _, b in ipairs(unless_missing(c.agents.blocks.list, c.agents.blocks, agent_id) or {}) do
+        if b.id == block_id then on = true end
+      end
+      stale = on
+    end
+    if stale then
       problem("leftover_attachment", e.a.username,
               string.format("%s still recorded as attached to %s (chat process %s is gone)", block_id, agent_id, tostring(e.a.pid)),
               function()
@@ -576,6 +760,7 @@ function Users:doctor(opts)
   -- every cached user, checked by id
   for _, rec in ipairs(self:list()) do
     local name = rec.username
+    counts.users = counts.users + 1
     if rec.offboarding then
       problem("interrupted_offboard", name, "offboarding was interrupted", function() self:offboard(name) end)
     elseif rec.pending_block or not rec.onboarded then
@@ -583,6 +768,7 @@ function Users:doctor(opts)
     else
       local identity = rec.identity_id and unless_missing(c.identities.retrieve, c.identities, rec.identity_id)
       local block = rec.block_id and unless_missing(c.blocks.retrieve, c.blocks, rec.block_id)
+      counts.identities, counts.blocks = counts.identities + 1, counts.blocks + 1
       if not identity then
         problem("identity_missing", name, "identity " .. tostring(rec.identity_id) .. " is gone from the server",
                 function() self:onboard(name) end)
@@ -600,11 +786,21 @@ function Users:doctor(opts)
     return t
   end)
   for _, e in ipairs(leases) do
+    counts.leases = counts.leases + 1
     if not core.alive(e.l.pid or 0) then
       problem("stale_lease", nil, "lease on " .. e.agent_id .. " held by process " .. tostring(e.l.pid) .. ", which is gone",
               function() self.store:update(function(txn) txn:del("leases", e.agent_id) end) end)
     end
   end
+  -- interrupted imports: only their own rerun finishes them (doctor does not send passages)
+  for _, imp in ipairs(interrupted_imports(self.store)) do
+    counts.imports = counts.imports + 1
+    problem("interrupted_import", nil,
+            string.format("import of %s into %s was interrupted (%s pending): resume it with %s",
+                          tostring(imp.source), tostring(imp.agent_id), tostring(imp.pending or "?"), tostring(imp.command)),
+            nil, imp.command)
+  end
+  report.counts = counts
   report.ok = true
   for _, ch in ipairs(report.checks) do report.ok = report.ok and ch.ok end
   for _, p in ipairs(report.problems) do report.ok = report.ok and p.fixed end

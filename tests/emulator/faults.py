@@ -26,9 +26,14 @@ KINDS = {
     "commit-reset": "run the request (the write is applied), then reset the connection without answering",
     "stream-error": "SSE routes: send the first events, then a stop_reason error and `event: error`",
     "run-fail": "async runs (/messages/async): the run ends 'failed' instead of 'completed'",
+    # not Letta's behaviour: what nginx in front of it answers when Letta is down or slow
+    "proxy-502": "answer like nginx with Letta down: 502, its HTML page, text/html, before the password check",
+    "proxy-503": "answer like nginx (or a load balancer) with no upstream: 503, an HTML page, text/html",
+    "proxy-504": "answer like nginx when Letta does not answer in time: 504, its HTML page, text/html",
 }
 
 HANDLER_KINDS = {"stream-error", "run-fail"}
+PROXY_KINDS = {"proxy-502", "proxy-503", "proxy-504"}  # picked before anything else (see pick)
 _FIELDS = {"kind", "route", "p", "times", "ms", "retry_after"}
 
 
@@ -141,14 +146,15 @@ class FaultSet:
     def pick(self, method, path, kinds=None):
         """Return the Rule that fires for this request, or None. `kinds` restricts the kinds
         considered; by default the transport kinds. stream-error and run-fail are picked by the
-        streaming and async handlers themselves, so they are not used up by other requests."""
+        streaming and async handlers themselves, so they are not used up by other requests; the
+        proxy kinds are picked first, with kinds=PROXY_KINDS (the proxy answers before Letta)."""
         if not self.rules:                   # fast path: no lock when nothing is configured
             return None
         with self.lock:
             for rule in self.rules:
                 if kinds is not None and rule.kind not in kinds:
                     continue
-                if kinds is None and rule.kind in HANDLER_KINDS:
+                if kinds is None and (rule.kind in HANDLER_KINDS or rule.kind in PROXY_KINDS):
                     continue
                 if not rule.matches(method, path):
                     continue

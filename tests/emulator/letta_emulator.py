@@ -43,7 +43,7 @@ REDACTED_HEADERS = ("authorization", "x-bare-password")
 REASONS = {200: "OK", 307: "Temporary Redirect", 400: "Bad Request", 401: "Unauthorized",
            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
            422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
-           502: "Bad Gateway", 503: "Service Unavailable"}
+           502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 ERROR_BODY_SCHEMA = {"type": "object", "required": ["detail"]}
 # letta/schemas/enums.py:PrimitiveType values: the id prefixes app.py's 422 handler knows
 PRIMITIVES = {"agent", "message", "run", "job", "group", "block", "file", "source", "tool", "archive", "passage",
@@ -87,6 +87,16 @@ class Reply:
         self.headers = headers or {}
         self.raw = raw
         self.stream = stream
+
+
+def nginx_page(status):
+    """The error page nginx sends when it cannot reach (502) or wait for (504) the server behind it
+    (ngx_http_special_response.c), with its headers: a proxy's answer, not Letta's."""
+    title = "%d %s" % (status, REASONS.get(status, "Error"))
+    body = ("<html>\r\n<head><title>%s</title></head>\r\n<body>\r\n<center><h1>%s</h1></center>\r\n"
+            "<hr><center>nginx/1.24.0 (Ubuntu)</center>\r\n</body>\r\n</html>\r\n" % (title, title))
+    return Reply(status, raw=body.encode("ascii"),
+                 headers={"server": "nginx/1.24.0 (Ubuntu)", "content-type": "text/html"})
 
 
 class Route:
@@ -253,6 +263,9 @@ class Emulator:
         path = req.path
         if path.startswith("/latest/"):          # the server serves /latest/... as /v1/...
             path = "/v1/" + path[len("/latest/"):]
+        proxy = self.faults.pick(req.method, path, faultlib.PROXY_KINDS)
+        if proxy is not None:                 # nginx answers for Letta: no password check, nothing run
+            return nginx_page(int(proxy.kind[len("proxy-"):])), proxy
         if self.password and req.path not in AUTH_EXEMPT and not self.authorized(req.headers):
             return Reply(401, {"detail": "Unauthorized"}), None
         fault = self.faults.pick(req.method, path)
@@ -562,7 +575,7 @@ class Handler(socketserver.BaseRequestHandler):
 
     def head(self, status, headers, keep_alive):
         lines = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Unknown")),
-                 "date: " + formatdate(usegmt=True), "server: uvicorn"]
+                 "date: " + formatdate(usegmt=True), "server: " + headers.pop("server", "uvicorn")]
         for k, v in headers.items():
             lines.append("%s: %s" % (k, v))
         if not keep_alive:

@@ -40,6 +40,24 @@ class FaultsTest(EmulatorTestCase):
         self.assertEqual(self.blocks(), [])
         self.assertEqual(self.c.post("/v1/blocks/", {"label": "ok", "value": "v"}).status, 200)
 
+    def test_proxy_faults_answer_like_nginx_before_the_password_check(self):
+        """Not Letta: nginx in front of it, with Letta down (502), unavailable (503) or slow (504)."""
+        self.c.post("/_emulator/config", {"password": "pw-proxy"})
+        try:
+            for status in (502, 503, 504):
+                self.set_faults("kind=proxy-%d,times=1,route=POST /v1/blocks/" % status)
+                code, headers, body = self.raw("POST", "/v1/blocks/", {"label": "p", "value": "v"})
+                self.assertEqual(code, status)
+                self.assertEqual(headers["content-type"], "text/html")
+                self.assertTrue(headers["server"].startswith("nginx/"))
+                self.assertTrue(body.startswith(b"<html>"), body)
+                self.assertIn(b"<title>%d " % status, body)
+            code, _, _ = self.raw("POST", "/v1/blocks/", {"label": "p", "value": "v"})
+            self.assertEqual(code, 401)                      # the rules are used up: Letta again
+        finally:
+            self.c.post("/_emulator/config", {"password": None})
+        self.assertEqual(self.blocks(), [])
+
     def test_429_has_retry_after(self):
         self.set_faults("kind=429,retry_after=3,times=1")
         r = self.c.get("/v1/agents/")

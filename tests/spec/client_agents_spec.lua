@@ -85,7 +85,7 @@ describe("client.agents", function()
     assert.equal(0, #client.agents:list())
   end)
 
-  it("404 and 422 errors name the request", function()
+  it("404 and 422 errors name the request; a malformed id is refused before sending", function()
     local id = missing_id("agent")
     for _, call in ipairs({
       { "retrieve", "GET", "" }, { "context", "GET", "/context" }, { "delete", "DELETE", "" },
@@ -97,8 +97,16 @@ describe("client.agents", function()
       assert.equal("/v1/agents/" .. id .. call[3], err.path)
       assert.equal(string.format("404 Not Found: %s (%s /v1/agents/%s%s)", err.message, call[2], id, call[3]), tostring(err))
     end
+    local sent = #emu:requests()
     local err = fails(client.agents.retrieve, client.agents, "agent-123")
-    assert.equal(422, err.status)
+    assert.matches("bad argument #1 to 'retrieve' %(agent id expected: agent%-<uuid>, got 'agent%-123'%)", err)
+    -- only what the server refuses: its rule exactly (lower-case hex, a version-4 uuid)
+    for _, bad in ipairs({ "agent-00000000-0000-4000-8000-00000000000", "agent-00000000-0000-1000-8000-000000000000",
+                           "agent-00000000-0000-4000-c000-000000000000", "agent-ABCDEF00-0000-4000-8000-000000000000",
+                           "block-00000000-0000-4000-8000-000000000000", " " .. id }) do
+      assert.matches("agent id expected: agent%-<uuid>", fails(client.agents.retrieve, client.agents, bad))
+    end
+    assert.equal(sent, #emu:requests())
     err = fails(client.agents.create, client.agents, { name = 5 })
     assert.equal(422, err.status)
     assert.equal("POST", err.method)
@@ -134,11 +142,11 @@ describe("client.agents", function()
 
   it("raises at once on misuse, naming the argument", function()
     assert.matches("bad argument #1 to 'retrieve' %(agent id expected, got nil%)", fails(client.agents.retrieve, client.agents))
-    assert.matches("bad argument #2 to 'retrieve' %(table expected, got string%)", fails(client.agents.retrieve, client.agents, "agent-x", "blocks"))
+    assert.matches("bad argument #2 to 'retrieve' %(table expected, got string%)", fails(client.agents.retrieve, client.agents, missing_id("agent"), "blocks"))
     assert.matches("bad argument #1 to 'context' %(agent id expected", fails(client.agents.context, client.agents, {}))
     assert.matches("bad argument #1 to 'create' %(table expected, got string%)", fails(client.agents.create, client.agents, "bot"))
     assert.matches("bad argument #1 to 'delete' %(agent id expected", fails(client.agents.delete, client.agents, false))
-    assert.matches("bad argument #2 to 'modify' %(table expected, got nil%)", fails(client.agents.modify, client.agents, "agent-x"))
+    assert.matches("bad argument #2 to 'modify' %(table expected, got nil%)", fails(client.agents.modify, client.agents, missing_id("agent")))
     assert.matches("bad argument #1 to 'list' %(table expected", fails(client.agents.list, client.agents, 3))
     assert.equal(0, #emu:requests())
   end)
@@ -240,14 +248,14 @@ describe("client.agents.blocks (core memory)", function()
     assert.equal("PATCH", err.method)
   end)
 
-  it("404 on an unknown agent, 422 on a malformed one; misuse raises at once", function()
+  it("404 on an unknown agent; a malformed one (the server's 422) and misuse raise at once", function()
     local err = fails(client.agents.blocks.list, client.agents.blocks, missing_id("agent"))
     assert.equal(404, err.status)
     err = fails(client.agents.blocks.attach, client.agents.blocks, agent.id, missing_id("block"))
     assert.equal(404, err.status)
-    err = fails(client.agents.blocks.retrieve, client.agents.blocks, "agent-bad", "human")
-    assert.equal(422, err.status)
     emu:clear_requests()
+    assert.matches("bad argument #1 to 'retrieve' %(agent id expected: agent%-<uuid>, got 'agent%-bad'%)",
+                   fails(client.agents.blocks.retrieve, client.agents.blocks, "agent-bad", "human"))
     assert.matches("bad argument #2 to 'attach' %(block id expected, got nil%)", fails(client.agents.blocks.attach, client.agents.blocks, agent.id))
     assert.matches("bad argument #1 to 'detach' %(agent id expected", fails(client.agents.blocks.detach, client.agents.blocks))
     assert.matches("bad argument #2 to 'retrieve' %(block label expected", fails(client.agents.blocks.retrieve, client.agents.blocks, agent.id))

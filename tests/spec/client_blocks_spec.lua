@@ -140,11 +140,10 @@ describe("client.blocks", function()
     assert.matches("^404 Not Found: .*%(DELETE /v1/blocks/block%-0+%-", tostring(err))
   end)
 
-  it("422 on a malformed id and on a bad body", function()
+  it("refuses a malformed id before sending (the server's 422); 422 on a bad body", function()
     local err = fails(client.blocks.retrieve, client.blocks, "not-a-block-id")
-    assert.equal(422, err.status)
-    assert.equal("unprocessable_entity", err.code)
-    assert.matches("^422 Unprocessable Entity: .* %(GET /v1/blocks/not%-a%-block%-id%)$", tostring(err))
+    assert.matches("bad argument #1 to 'retrieve' %(block id expected: block%-<uuid>, got 'not%-a%-block%-id'%)", err)
+    assert.equal(0, #emu:requests())
     err = fails(client.blocks.create, client.blocks, { label = "x", value = "v", limit = "lots" })
     assert.equal(422, err.status)
     assert.equal("POST", err.method)
@@ -162,7 +161,7 @@ describe("client.blocks", function()
       { function() client.blocks:create() end, "bad argument #1 to 'create' %(table expected, got nil%)" },
       { function() client.blocks:create{ value = "v" } end, "bad argument #1 to 'create' %(label expected%)" },
       { function() client.blocks:create{ label = "l" } end, "bad argument #1 to 'create' %(value expected" },
-      { function() client.blocks:modify("block-x") end, "bad argument #2 to 'modify' %(table expected, got nil%)" },
+      { function() client.blocks:modify(missing_id("block")) end, "bad argument #2 to 'modify' %(table expected, got nil%)" },
       { function() client.blocks:modify(nil, {}) end, "bad argument #1 to 'modify'" },
       { function() client.blocks:delete() end, "bad argument #1 to 'delete' %(block id expected, got nil%)" },
       { function() client.blocks:list("label") end, "bad argument #1 to 'list' %(table expected, got string%)" },

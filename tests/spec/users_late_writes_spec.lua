@@ -26,12 +26,28 @@ describe("letta.users and late or undecodable answers", function()
 
   local function history(block_id) return json.decode(client.blocks:retrieve(block_id).value).conversation_history end
 
-  it("detaches, before its send, a persona that no chat recorded (an attach that landed late)", function()
-    client.agents.blocks:attach(agent.id, bob.block_id)
-    local r = users:chat("alice", agent.id, "hi")
-    assert.equal("[blocks: human,Persona_alice] [sender: " .. alice.identity_id .. "] you said: hi", r.reply)
-    assert.truthy(checks.has_action(r, "^repaired: detached " .. bob.block_id:gsub("%-", "%%-") .. " %(Persona_bob%)"))
+  it("detaches, before its send, a persona whose unanswered attach landed after the next chat had looked", function()
+    -- alice's attach goes unanswered (timeout) and lands 1.2 s after it was sent: her chat's
+    -- detach found nothing yet, so the record stays, watched. bob's chat looks before that
+    -- (nothing there) and attaches, answered after it landed: the answer shows Persona_alice,
+    -- recorded by this store, so it is detached before bob's send (not waited for as another
+    -- store's chat would be).
+    local slow_client = emu:client{ timeout = 0.5 }
+    local slow_users = users_mod.new{ client = slow_client, store = store }
+    emu:faults("kind=slow,ms=1200,times=1,route=PATCH /v1/agents/*/core-memory/blocks/attach/" .. alice.block_id
+               .. ";kind=slow,ms=1000,times=1,route=PATCH /v1/agents/*/core-memory/blocks/attach/" .. bob.block_id)
+    local ok, err = pcall(slow_users.chat, slow_users, "alice", agent.id, "hi")
+    slow_client:close()
+    assert.is_false(ok)
+    assert.equal("timeout", err.code)
+    local a = store:read(function(txn) return txn:get("attachments", agent.id .. "/" .. alice.block_id) end)
+    assert.is_true(a.unsure)
+    local r = users:chat("bob", agent.id, "hello")
+    assert.equal("[blocks: human,Persona_bob] [sender: " .. bob.identity_id .. "] you said: hello", r.reply)
+    assert.truthy(checks.has_action(r, "^repaired: detached " .. alice.block_id:gsub("%-", "%%-") .. " %(Persona_alice%)"),
+                  table.concat(r.actions, "; "))
     assert.same({ "human" }, checks.agent_in(emu:state(), agent.id).block_labels)
+    assert.equal(0, checks.count_ns(store, "attachments"))
   end)
 
   it("fails on an attach that timed out, keeping it recorded; the next chat detaches it once it landed", function()

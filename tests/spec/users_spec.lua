@@ -475,9 +475,13 @@ describe("letta.users", function()
       assert.is_nil(store:user("alice"))
     end)
 
-    it("refuses a user with no record", function()
-      assert.has_error(function() users:offboard("nobody") end,
-                       "letta.users: user 'nobody' is not onboarded here (no local record)")
+    it("is nothing to do for a user with no record (never onboarded, or offboarded already)", function()
+      assert.same({ username = "nobody", changed = false, actions = {} }, users:offboard("nobody"))
+      users:onboard("alice")
+      assert.is_true(users:offboard("alice").changed)
+      emu:clear_requests()
+      assert.same({ username = "alice", changed = false, actions = {} }, users:offboard("alice"))
+      assert.equal(0, #emu:requests())
     end)
   end)
 
