@@ -4,7 +4,6 @@
 -- strings; every namespace is an LMDB database. Safe across processes (LMDB's own locking).
 local lmdb = require "letta.lmdb"
 local json = require "letta.json"
-local core = require "letta.core"
 
 local type, error, pcall, pairs, ipairs, setmetatable, tostring, os, string, table, math =
   type, error, pcall, pairs, ipairs, setmetatable, tostring, os, string, table, math
@@ -267,7 +266,7 @@ function Store:export(write)
     local names = exported()
     -- written by hand so that "format" comes first, for whoever looks at the file's head
     write(string.format('{"format":%s,"version":%d,"lettash":%s,"exported_at":%s,"namespaces":%s}',
-                        json.encode(_M.EXPORT_FORMAT), _M.EXPORT_VERSION, json.encode(core.version),
+                        json.encode(_M.EXPORT_FORMAT), _M.EXPORT_VERSION, json.encode(require("letta.core").version),
                         json.encode(now()), json.encode(json.array(names))))
     local n, per = 0, {}
     for _, ns in ipairs(names) do

@@ -84,9 +84,8 @@ local function refused(err)
   return err.status == 0 and err.code == "tls"
 end
 
--- Refused, or the server was not reached at all (connection refused, name not resolved). Not
--- quite certain: a request on a kept-alive connection that died after the server took it can end
--- the same way when libcurl tries a new one.
+-- Refused, or the server was not reached at all (connection refused, name not resolved: a request
+-- that was sent and then lost its answer is a "reset" instead, see lh_http.c lost_after_send).
 local function unreached(err)
   return refused(err) or (errors.is(err) and err.status == 0 and (err.code == "connect" or err.code == "resolve"))
 end
@@ -490,7 +489,13 @@ end
 function Users:await_foreign(agent_id, block_id, deadline, bound, actions)
   local wait = 0.1
   while true do
-    local foreign = self:foreign_personas(agent_id, self.client.agents.blocks:list(agent_id), block_id, actions)
+    local ok, blocks = pcall(self.client.agents.blocks.list, self.client.agents.blocks, agent_id)
+    if not ok and is_not_found(blocks) then
+      fail("no agent %s on %s (bin/lettash scripts/agents.lua list shows the agents there)", agent_id, self.client.base_url)
+    elseif not ok then
+      error(blocks, 0)
+    end
+    local foreign = self:foreign_personas(agent_id, blocks, block_id, actions)
     if #foreign == 0 then return end
     local now = loop.now()
     if now >= deadline then busy(agent_id, foreign[1], bound) end

@@ -216,7 +216,7 @@ describe("workflow scripts", function()
 
     it("fails with one line when the agent does not exist or the user is not onboarded", function()
       local missing = emulator.missing_id("agent")
-      assert.matches("^404 Not Found", fails("chat", { "alice", missing, "hi" }))
+      assert.matches("^no agent " .. missing:gsub("%-", "%%-") .. " on http", fails("chat", { "alice", missing, "hi" }))
       assert.matches("not onboarded", fails("chat", { "nobody", agent.id, "hi" }))
     end)
 

@@ -95,7 +95,7 @@ describe("user mistakes", function()
 
     it("an agent that does not exist (404) leaves no attachment recorded; offboard and doctor stay healthy", function()
       local missing = emulator.missing_id("agent")
-      assert.matches("^404 Not Found", fails("chat", { "alice", "--agent", missing, "hi" }))
+      assert.matches("^no agent " .. missing:gsub("%-", "%%-") .. " on http", fails("chat", { "alice", "--agent", missing, "hi" }))
       assert.equal(0, records("attachments"))
       assert.equal(0, emu:count("PATCH", "/v1/agents/.*/core%-memory/blocks/attach/.*"))
       assert.matches("\ndoctor: healthy ", ok("doctor"))
