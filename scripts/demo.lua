@@ -110,8 +110,12 @@ local function clean_up()
       n.blocks = n.blocks + 1
     end
   end
-  say("cleaned up: %d users offboarded, %d passages, %d archives, the agent and its %d blocks deleted",
-      n.users, n.passages, n.archives, n.blocks)
+  if agent then
+    say("cleaned up: %d users offboarded, %d passages, %d archives, the agent and its %d blocks deleted",
+        n.users, n.passages, n.archives, n.blocks)
+  elseif n.users > 0 then
+    say("cleaned up: %d users offboarded (no agent was created)", n.users)
+  end
 end
 
 local ok, res = pcall(demo)

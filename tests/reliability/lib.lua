@@ -228,14 +228,7 @@ end
 
 -- n JSONL items; returns the path and the texts.
 function _M.jsonl(path, n, prefix)
-  local f = assert(io.open(path, "wb"))
-  local texts = {}
-  for i = 1, n do
-    texts[i] = string.format("%s passage %d about topic %d", prefix or "item", i, i % 7)
-    f:write(json.encode({ text = texts[i], tags = { "t" .. i % 3 } }), "\n")
-  end
-  f:close()
-  return path, texts
+  return support.jsonl_file(path, n, { prefix = prefix or "item", topics = 7, tags = 3 })
 end
 
 -- ---------------------------------------------------------------------------------------------

@@ -6,15 +6,8 @@ local script_runner = require "script_runner"
 local json = require("letta").json
 
 describe("scripts/agents.lua", function()
-  local ctx = {}
-  local sr = script_runner.new(ctx)
   local emu, admin
-
-  emulator.suite(_ENV, function(e, c) emu, admin, ctx.emu = e, c, e end, { each = function()
-    ctx.dir = support.tmpdir()
-    ctx.store = ctx.dir .. "/store"
-  end })
-  after_each(function() support.rmdir(ctx.dir) end)
+  local sr, ctx = script_runner.suite(_ENV, function(e, c) emu, admin = e, c end)
 
   local function server_agents()
     local t = {}

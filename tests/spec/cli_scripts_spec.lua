@@ -3,45 +3,16 @@
 -- store of its own: what they print, their exit statuses, and what they leave on the server.
 local support = require "support"
 local emulator = require "emulator"
+local script_runner = require "script_runner"
 local letta = require "letta"
 local json = letta.json
 
 local SCRIPTS = { "onboard", "chat", "offboard", "doctor", "users", "config" }
 
 describe("workflow scripts", function()
-  local emu, admin, dir
-
-  emulator.suite(_ENV, function(e, c) emu, admin = e, c end, { each = function()
-    dir = support.tmpdir()
-  end })
-  after_each(function() support.rmdir(dir) end)
-
-  -- run("onboard", {"alice"}, {env = {...}, cwd = ...}) -> {code=, stdout=, stderr=}
-  local function run(script, args, opts)
-    opts = opts or {}
-    local env = { LETTA_BASE_URL = emu.url, LETTA_STORE = dir .. "/store", LETTA_API_KEY = false,
-                  LETTA_PASSWORD = false, LETTASH_LUA_PATH = support.lua_path }
-    for k, v in pairs(opts.env or {}) do env[k] = v end
-    local argv = { support.root .. "/scripts/" .. script .. ".lua" }
-    for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-    return support.lettash(argv, { env = env, cwd = opts.cwd })
-  end
-
-  -- The run must succeed; returns its stdout.
-  local function ok(script, args, opts)
-    local r = run(script, args, opts)
-    assert(r.code == 0, string.format("%s exited %d: %s", script, r.code, r.stderr))
-    return r.stdout, r
-  end
-
-  -- The run must fail with exactly one line "<script>: <message>" on stderr; returns the message.
-  local function fails(script, args, opts, code)
-    local r = run(script, args, opts)
-    assert.equal(code or 1, r.code)
-    local msg = r.stderr:match("^" .. script .. ": ([^\n]+)\n$")
-    assert(msg, "expected one line '" .. script .. ": ...' on stderr, got: " .. r.stderr)
-    return msg, r
-  end
+  local emu, admin
+  local sr, ctx = script_runner.suite(_ENV, function(e, c) emu, admin = e, c end)
+  local run, ok, fails = sr.run, sr.ok, sr.fails
 
   local function json_out(script, args, opts)
     local out = ok(script, args, opts)
@@ -80,7 +51,7 @@ describe("workflow scripts", function()
         assert.matches("%-%-help", out)
         for _, want in ipairs(expect[s]) do assert.matches(want, out) end
       end
-      assert.falsy(support.read_file(dir .. "/store/data.mdb"), "--help must not create the store")
+      assert.falsy(support.read_file(ctx.store .. "/data.mdb"), "--help must not create the store")
     end)
 
     it("refuses an unknown option with one line and a non-zero exit, for every script", function()

@@ -6,7 +6,6 @@
 -- proxy's HTML page, a 401 (which variable is set), a bad LETTA_BASE_URL, a malformed id.
 local support = require "support"
 local emulator = require "emulator"
-local letta = require "letta"
 
 local PASSWORD = "vps-password-6f1e2d"
 
@@ -14,15 +13,6 @@ local PASSWORD = "vps-password-6f1e2d"
 -- that each run says exactly what it uses.
 local CLEAN = { LETTA_BASE_URL = false, LETTA_PASSWORD = false, LETTA_API_KEY = false, LETTA_CA_FILE = false,
                 CURL_CA_BUNDLE = false, SSL_CERT_FILE = false, SSL_CERT_DIR = false, LETTASH_INIT = false }
-
-local function make_cert(dir, name)
-  local cert, key = dir .. "/" .. name .. ".pem", dir .. "/" .. name .. ".key"
-  local r = support.sh(string.format(
-    "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
-      .. "-keyout %s -out %s", support.quote(key), support.quote(cert)))
-  assert(r.code == 0, "openssl failed: " .. tostring(r.stderr))
-  return cert, key
-end
 
 -- run(dir, base_url, argv, env) -> {code, stdout, stderr}: bin/lettash with a clean environment,
 -- the store in dir, the password and URL set unless env says otherwise (false unsets).
@@ -42,6 +32,28 @@ local function runner(get)
   end
 end
 
+-- In a describe block: the emulator start(dir) returns (dir: a temporary directory, removed with
+-- the emulator after the block), reset before each test with no store left; set(emu, dir) hands
+-- them to the block's locals. Returns the block's run.
+local function suite(start, set)
+  local emu, dir
+  lazy_setup(function()
+    dir = support.tmpdir()
+    emu = start(dir)
+    set(emu, dir)
+  end)
+  lazy_teardown(function()
+    if emu then emu:stop() end
+    support.rmdir(dir)
+  end)
+  before_each(function()
+    emu:reset()
+    os.remove(dir .. "/store")
+    os.remove(dir .. "/store-lock")
+  end)
+  return runner(function() return emu, dir end)
+end
+
 -- The one line a script printed on stderr, without its "<script>: " prefix (asserts it is one).
 local function line(r, script)
   local msg = (r.stderr or ""):match("^" .. script .. ": ([^\n]+)\n$")
@@ -56,26 +68,12 @@ local function escape(s) return (s:gsub("%p", "%%%0")) end
 -- ---------------------------------------------------------------------------------------------
 describe("a self-signed server", function()
   local emu, dir, cert, other
-  local run = runner(function() return emu, dir end)
-
-  lazy_setup(function()
-    dir = support.tmpdir()
+  local run = suite(function(d)
     local key
-    cert, key = make_cert(dir, "server")
-    other = make_cert(dir, "other")
-    emu = emulator.start{ "--password", PASSWORD, "--tls-cert", cert, "--tls-key", key }
-    emu.admin:close() -- the helper's admin client does not know the certificate
-    emu.admin = letta.client{ base_url = emu.url, token = "", max_retries = 0, timeout = 30, ca_file = cert }
-  end)
-  lazy_teardown(function()
-    if emu then emu:stop() end
-    support.rmdir(dir)
-  end)
-  before_each(function()
-    emu:reset()
-    os.remove(dir .. "/store")
-    os.remove(dir .. "/store-lock")
-  end)
+    cert, key = support.self_signed_cert(d, "server")
+    other = support.self_signed_cert(d, "other")
+    return emulator.start{ "--password", PASSWORD, "--tls-cert", cert, "--tls-key", key }
+  end, function(e, d) emu, dir = e, d end)
 
   it("is refused without a CA, and the script's one line says to set LETTA_CA_FILE or config.lua's ca_file", function()
     local r = run({ "scripts/onboard.lua", "alice" })
@@ -189,21 +187,8 @@ end)
 -- ---------------------------------------------------------------------------------------------
 describe("errors a person can act on", function()
   local emu, dir
-  local run = runner(function() return emu, dir end)
-
-  lazy_setup(function()
-    dir = support.tmpdir()
-    emu = emulator.start{ "--password", PASSWORD }
-  end)
-  lazy_teardown(function()
-    if emu then emu:stop() end
-    support.rmdir(dir)
-  end)
-  before_each(function()
-    emu:reset()
-    os.remove(dir .. "/store")
-    os.remove(dir .. "/store-lock")
-  end)
+  local run = suite(function() return emulator.start{ "--password", PASSWORD } end,
+                    function(e, d) emu, dir = e, d end)
 
   it("nginx's 502 page (Letta down behind it) reads as the proxy's, asking whether Letta runs", function()
     emu:faults("kind=proxy-502")

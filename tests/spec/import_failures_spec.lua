@@ -6,35 +6,18 @@
 -- --json; and the runs that doctor reports as interrupted (import.interrupted).
 local support = require "support"
 local emulator = require "emulator"
+local script_runner = require "script_runner"
 local letta = require "letta"
 local loop = require "letta.loop"
 local import = require "letta.import"
 local json = letta.json
 
-local SCRIPT = support.root .. "/scripts/import.lua"
 local MISSING_AGENT = emulator.missing_id("agent")
-
--- n JSONL lines; returns the path and the texts.
-local function jsonl_file(path, n, prefix)
-  local f = assert(io.open(path, "wb"))
-  local texts = {}
-  for i = 1, n do
-    texts[i] = string.format("%s passage %d about topic %d", prefix or "import", i, i % 37)
-    f:write(json.encode({ text = texts[i], tags = { "t" .. i % 5 } }), "\n")
-  end
-  f:close()
-  return path, texts
-end
 
 -- The script as a child: run(url, store, {args}, {env=, stdin=}) -> {code=, stdout=, stderr=}.
 local function run(url, store, args, opts)
   opts = opts or {}
-  local env = { LETTA_BASE_URL = url, LETTA_STORE = store, LETTA_API_KEY = false, LETTA_PASSWORD = false,
-                LETTASH_LUA_PATH = support.lua_path }
-  for k, v in pairs(opts.env or {}) do env[k] = v end
-  local argv = { SCRIPT }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return support.lettash(argv, { env = env, stdin = opts.stdin })
+  return script_runner.run("import", args, { url = url, store = store, env = opts.env, stdin = opts.stdin })
 end
 
 local function run_json(url, store, args, opts)
@@ -90,15 +73,6 @@ local function journal(store_path, agent)
   return n, pending
 end
 
-local function openssl_cert(dir)
-  local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
-  local r = support.sh(string.format(
-    "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
-      .. "-keyout %s -out %s", support.quote(key), support.quote(cert)))
-  assert(r.code == 0, "openssl failed: " .. tostring(r.stderr))
-  return cert, key
-end
-
 local function port_of(url) return url:match(":(%d+)$") end
 
 -- Starts the import in the background (stdin from the file stdin, else /dev/null): returns its
@@ -111,7 +85,8 @@ local function spawn_import(url, store, args, out, env, stdin)
   os.execute(string.format("(%sLETTA_BASE_URL=%s LETTA_STORE=%s sh -c 'echo $$ >%s.pid; exec \"$@\"' sh %s %s %s "
                            .. "<%s >%s.out 2>%s.err; echo $? >%s.rc) >/dev/null 2>&1 &",
                            prefix, support.quote(url), support.quote(store), out, support.quote(support.bin),
-                           support.quote(SCRIPT), table.concat(parts, " "), support.quote(stdin or "/dev/null"), out, out, out))
+                           support.quote(script_runner.path("import")), table.concat(parts, " "),
+                           support.quote(stdin or "/dev/null"), out, out, out))
   local deadline = loop.now() + 10
   local pid
   repeat
@@ -144,7 +119,7 @@ describe("import: a failure no item can get past", function()
   after_each(function() support.rmdir(dir) end)
 
   it("an untrusted certificate stops it before the first item; after the fix each item is sent once, none looked for", function()
-    local cert, key = openssl_cert(dir)
+    local cert, key = support.self_signed_cert(dir)
     local state = dir .. "/state.json"
     local tls = emulator.start{ "--tls-cert", cert, "--tls-key", key, "--state-file", state }
     local plain
@@ -155,7 +130,7 @@ describe("import: a failure no item can get past", function()
     local c = tls:client{ ca_file = cert }
     local agent = emulator.new_agent(c, { name = "bot", memory_blocks = json.array() }).id
     c:close()
-    local path, texts = jsonl_file(dir .. "/in.jsonl", 40)
+    local path, texts = support.jsonl_file(dir .. "/in.jsonl", 40)
     local t0 = loop.now()
     local r = run(tls.url, dir .. "/store", { agent, path })
     local msg = stopped(r)
@@ -192,7 +167,7 @@ describe("import: a failure no item can get past", function()
 
     it("a wrong password stops it after one request; with the right one each item is sent once, none looked for", function()
       local agent = new_agent()
-      local path, texts = jsonl_file(dir .. "/in.jsonl", 60)
+      local path, texts = support.jsonl_file(dir .. "/in.jsonl", 60)
       local msg = stopped(run(emu.url, dir .. "/store", { agent, path }, { env = { LETTA_PASSWORD = "wrong" } }))
       assert.matches("401", msg)
       local reqs = emu:requests()
@@ -208,7 +183,7 @@ describe("import: a failure no item can get past", function()
     end)
 
     it("a missing agent stops it after one request, naming the agent", function()
-      local path = jsonl_file(dir .. "/in.jsonl", 60)
+      local path = support.jsonl_file(dir .. "/in.jsonl", 60)
       emu:clear_requests()
       local msg = stopped(run(emu.url, dir .. "/store", { MISSING_AGENT, path }, { env = { LETTA_PASSWORD = PASSWORD } }))
       assert.matches("404", msg)
@@ -218,7 +193,7 @@ describe("import: a failure no item can get past", function()
 
     it("a password changed mid-run stops it after the requests in flight; the rerun sends the rest once, none looked for", function()
       local agent = new_agent()
-      local path, texts = jsonl_file(dir .. "/in.jsonl", 400)
+      local path, texts = support.jsonl_file(dir .. "/in.jsonl", 400)
       emu:config{ latency_ms = 20 } -- 400 items at 4 in flight: about 2 s
       local out = dir .. "/child"
       local pid, result = spawn_import(emu.url, dir .. "/store", { agent, path, "--concurrency", "4" }, out,
@@ -252,7 +227,7 @@ describe("import: a failure no item can get past", function()
     c:close()
     local url, port = emu.url, port_of(emu.url)
     emu:stop()
-    local path, texts = jsonl_file(dir .. "/in.jsonl", 50)
+    local path, texts = support.jsonl_file(dir .. "/in.jsonl", 50)
     local t0 = loop.now()
     local msg = stopped(run(url, dir .. "/store", { agent, path }))
     assert.matches("^connect: ", msg)
@@ -273,7 +248,7 @@ describe("import: a failure no item can get past", function()
     local agent = emulator.new_agent(c, { name = "bot", memory_blocks = json.array() }).id
     c:close()
     local port = port_of(emu.url)
-    local path, texts = jsonl_file(dir .. "/in.jsonl", 600)
+    local path, texts = support.jsonl_file(dir .. "/in.jsonl", 600)
     local out = dir .. "/child"
     local pid, result = spawn_import(emu.url, dir .. "/store", { agent, path, "--concurrency", "8" }, out)
     wait_passages(emu, agent, 100, pid, out)
@@ -436,7 +411,7 @@ describe("import:", function()
   describe("--dedupe content", function()
     it("sends only the line added at the top of a file imported before, and says how many were already present", function()
       local agent = new_agent()
-      local path, texts = jsonl_file(dir .. "/in.jsonl", 50)
+      local path, texts = support.jsonl_file(dir .. "/in.jsonl", 50)
       local s = run_json(emu.url, store(), { agent, path, "--dedupe", "content" })
       assert.same({ 50, 50, 0, "content" }, { s.items, s.sent, s.already_present, s.dedupe })
       local old = support.read_file(path)
@@ -533,7 +508,7 @@ describe("import:", function()
   describe("progress", function()
     it("with --json, a line on stderr every 5 s and the JSON alone on stdout", function()
       local agent = new_agent()
-      local path = jsonl_file(dir .. "/in.jsonl", 70)
+      local path = support.jsonl_file(dir .. "/in.jsonl", 70)
       emu:config{ latency_ms = 100 } -- 70 items one at a time: about 7 s
       finally(function() emu:config{ latency_ms = 0 } end)
       local s, r = run_json(emu.url, store(), { agent, path, "--concurrency", "1" })
@@ -552,7 +527,7 @@ describe("import:", function()
 
     it("lists a run killed mid-way with what was in flight and the command that continues it, until that command finishes", function()
       local agent = new_agent()
-      local path, texts = jsonl_file(dir .. "/in.jsonl", 600)
+      local path, texts = support.jsonl_file(dir .. "/in.jsonl", 600)
       emu:config{ latency_ms = 30 }
       finally(function() emu:config{ latency_ms = 0 } end)
       local out = dir .. "/child"
@@ -585,7 +560,7 @@ describe("import:", function()
 
     it("lists a run a failure stopped, with why; a finished run is not listed; stdin says stdin", function()
       local agent = new_agent()
-      local path = jsonl_file(dir .. "/in.jsonl", 300)
+      local path = support.jsonl_file(dir .. "/in.jsonl", 300)
       emu:config{ latency_ms = 20 }
       finally(function() emu:config{ latency_ms = 0, password = letta.json.null } end)
       local r = run(emu.url, store(), { agent, "-", "--concurrency", "2" }, { stdin = support.read_file(path) })

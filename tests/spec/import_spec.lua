@@ -4,24 +4,12 @@
 -- formats, stdin, --dry-run, --json, exit statuses, 429/503, and flat memory.
 local support = require "support"
 local emulator = require "emulator"
+local script_runner = require "script_runner"
 local letta = require "letta"
 local loop = require "letta.loop"
 local json = letta.json
 
-local SCRIPT = support.root .. "/scripts/import.lua"
 local POST_PASSAGE = "POST /v1/agents/*/archival-memory"
-
--- n JSONL lines "passage <i> ..." with a tag; returns the path and the texts (in order).
-local function jsonl_file(path, n, prefix)
-  local f = assert(io.open(path, "wb"))
-  local texts = {}
-  for i = 1, n do
-    texts[i] = string.format("%s passage %d about topic %d", prefix or "import", i, i % 37)
-    f:write(json.encode({ text = texts[i], tags = { "t" .. i % 5 } }), "\n")
-  end
-  f:close()
-  return path, texts
-end
 
 local function sleep(s) letta.sleep(s) end
 
@@ -31,11 +19,8 @@ describe("scripts/import.lua", function()
   -- run(args, opts) -> {code=, stdout=, stderr=}: the script as a child, on this test's store.
   local function run(args, opts)
     opts = opts or {}
-    local env = { LETTA_BASE_URL = (opts.emu or emu).url, LETTA_STORE = dir .. "/store", LETTA_API_KEY = false,
-                  LETTA_PASSWORD = false, LETTASH_LUA_PATH = support.lua_path }
-    local argv = { SCRIPT }
-    for _, a in ipairs(args) do argv[#argv + 1] = a end
-    return support.lettash(argv, { env = env, stdin = opts.stdin })
+    return script_runner.run("import", args, { url = (opts.emu or emu).url, store = dir .. "/store",
+                                               stdin = opts.stdin })
   end
 
   -- The summary of a --json run that must exit with `code` (0 by default).
@@ -91,7 +76,8 @@ describe("scripts/import.lua", function()
   local function spawn_import(agent, path, out)
     os.execute(string.format("(LETTA_BASE_URL=%s LETTA_STORE=%s exec %s %s %s %s) </dev/null >%s.out 2>%s.err & echo $! >%s.pid",
                              support.quote(emu.url), support.quote(dir .. "/store"), support.quote(support.bin),
-                             support.quote(SCRIPT), support.quote(agent), support.quote(path), out, out, out))
+                             support.quote(script_runner.path("import")), support.quote(agent), support.quote(path),
+                             out, out, out))
     return assert(tonumber(support.read_file(out .. ".pid")))
   end
 
@@ -120,7 +106,7 @@ describe("scripts/import.lua", function()
 
     it("lands 2,000 items exactly once through 5% commit-then-500 and 5% resets", function()
       local agent = new_agent(femu)
-      local path, texts = jsonl_file(dir .. "/in.jsonl", 2000)
+      local path, texts = support.jsonl_file(dir .. "/in.jsonl", 2000)
       local r = run_json({ agent, path }, { emu = femu })
       assert.same({ 2000, 2000, 0, 0, 0, 0, 0 },
                   { r.items, r.sent, r.skipped, r.recovered, r.bad, r.failed, r.duplicates_removed })
@@ -146,7 +132,7 @@ describe("scripts/import.lua", function()
       local agent = new_agent()
       emu:faults("kind=commit-500,times=1,route=" .. POST_PASSAGE
                  .. ";kind=reset,times=3,route=GET /v1/agents/*/archival-memory")
-      local path, texts = jsonl_file(dir .. "/one.jsonl", 1)
+      local path, texts = support.jsonl_file(dir .. "/one.jsonl", 1)
       local r = run_json({ agent, path })
       assert.equal(1, r.sent)
       assert_exactly(texts, agent)
@@ -157,7 +143,7 @@ describe("scripts/import.lua", function()
 
     it("continues after kill -9 with no gaps and no duplicates, and a third run sends nothing", function()
       local agent = new_agent()
-      local path, texts = jsonl_file(dir .. "/in.jsonl", 2000)
+      local path, texts = support.jsonl_file(dir .. "/in.jsonl", 2000)
       emu:config{ latency_ms = 16 } -- 2,000 items at 16 in flight: about 2 s
       finally(function() emu:config{ latency_ms = 0 } end)
       local out = dir .. "/child"
@@ -366,7 +352,7 @@ describe("scripts/import.lua", function()
 
     it("sends nothing with --dry-run, and says what it would import", function()
       local agent = new_agent()
-      local path = jsonl_file(dir .. "/in.jsonl", 50)
+      local path = support.jsonl_file(dir .. "/in.jsonl", 50)
       local f = assert(io.open(path, "ab"))
       f:write("{oops\n")
       f:close()
@@ -383,7 +369,7 @@ describe("scripts/import.lua", function()
 
     it("prints the summary as JSON with --json", function()
       local agent = new_agent()
-      local path = jsonl_file(dir .. "/in.jsonl", 10)
+      local path = support.jsonl_file(dir .. "/in.jsonl", 10)
       local s, r = run_json({ agent, path })
       assert.equal("", r.stderr) -- no progress with --json
       for _, k in ipairs({ "items", "sent", "skipped", "recovered", "duplicates_removed", "bad", "failed" }) do
@@ -423,7 +409,7 @@ describe("scripts/import.lua", function()
       local agent = new_agent()
       emu:clear_requests()
       assert.matches("/nonexistent/in%.jsonl", fails({ agent, "/nonexistent/in.jsonl" }))
-      local path = jsonl_file(dir .. "/in.jsonl", 3)
+      local path = support.jsonl_file(dir .. "/in.jsonl", 3)
       assert.equal("--format must be jsonl, csv or text", fails({ agent, path, "--format", "xml" }))
       assert.equal("--concurrency must be a whole number above 0", fails({ agent, path, "--concurrency", "0" }))
       assert.equal("--concurrency must be a whole number above 0", fails({ agent, path, "--concurrency", "lots" }))
@@ -438,7 +424,7 @@ describe("scripts/import.lua", function()
     it("honours Retry-After on 429 and still lands every item once", function()
       local agent = new_agent()
       emu:faults("kind=429,retry_after=1,times=3,route=" .. POST_PASSAGE)
-      local path, texts = jsonl_file(dir .. "/in.jsonl", 40)
+      local path, texts = support.jsonl_file(dir .. "/in.jsonl", 40)
       local s = run_json({ agent, path, "--concurrency", "4" })
       assert.same({ 40, 0 }, { s.sent, s.failed })
       assert_exactly(texts, agent)
@@ -462,7 +448,7 @@ describe("scripts/import.lua", function()
     it("backs off after 503 before sending an item again, and lands every item once", function()
       local agent = new_agent()
       emu:faults("kind=503,times=8,route=" .. POST_PASSAGE)
-      local path, texts = jsonl_file(dir .. "/in.jsonl", 60)
+      local path, texts = support.jsonl_file(dir .. "/in.jsonl", 60)
       local s = run_json({ agent, path, "--concurrency", "8" })
       assert.same({ 60, 0 }, { s.sent, s.failed })
       assert_exactly(texts, agent)
@@ -494,7 +480,8 @@ describe("scripts/import.lua", function()
       f:close()
       local r = support.sh(string.format("LETTA_BASE_URL=%s LETTA_STORE=%s /usr/bin/time -f 'maxrss=%%M' %s %s %s %s --json",
                                          support.quote(emu.url), support.quote(dir .. "/store" .. n), support.quote(support.bin),
-                                         support.quote(SCRIPT), support.quote(agent), support.quote(path)))
+                                         support.quote(script_runner.path("import")), support.quote(agent),
+                                         support.quote(path)))
       assert(r.code == 0, r.stderr)
       local s = json.decode(r.stdout)
       assert.same({ n, n, 0 }, { s.items, s.sent, s.failed })

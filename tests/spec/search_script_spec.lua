@@ -9,16 +9,10 @@ local import = require "letta.import"
 local json = require("letta").json
 
 describe("scripts/search.lua", function()
-  local ctx = {}
-  local sr = script_runner.new(ctx)
   local emu, admin, agent
-
-  emulator.suite(_ENV, function(e, c) emu, admin, ctx.emu = e, c, e end, { each = function()
-    ctx.dir = support.tmpdir()
-    ctx.store = ctx.dir .. "/store"
+  local sr, ctx = script_runner.suite(_ENV, function(e, c) emu, admin = e, c end, { each = function()
     agent = emulator.new_agent(admin, { name = "searcher" })
   end })
-  after_each(function() support.rmdir(ctx.dir) end)
 
   local function passage(text, tags)
     return admin.agents.passages:create(agent.id, { text = text, tags = tags })[1]

@@ -184,16 +184,8 @@ describe("TLS", function()
 
   lazy_setup(function()
     dir = support.tmpdir()
-    cert, key = dir .. "/cert.pem", dir .. "/key.pem"
-    assert(has_command("openssl"), "openssl is needed (apt-get install openssl)")
-    local r = support.sh(string.format(
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
-        .. "-keyout %s -out %s", support.quote(key), support.quote(cert)))
-    assert(r.code == 0, "openssl failed: " .. tostring(r.stderr))
+    cert, key = support.self_signed_cert(dir)
     emu = emulator.start{ "--password", TOKEN, "--tls-cert", cert, "--tls-key", key }
-    -- the helper's admin client does not know the certificate: give it one that does
-    emu.admin:close()
-    emu.admin = letta.client{ base_url = emu.url, token = "", max_retries = 0, timeout = 30, ca_file = cert }
   end)
   lazy_teardown(function()
     if emu then emu:stop() end
@@ -251,10 +243,7 @@ describe("TLS", function()
   end)
 
   it("a wrong ca_file is refused too (code tls)", function()
-    local other = dir .. "/other.pem"
-    assert.equal(0, support.sh(string.format(
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
-        .. "-keyout %s/other.key -out %s", support.quote(dir), support.quote(other))).code)
+    local other = support.self_signed_cert(dir, "other")
     local c = letta.client{ base_url = emu.url, token = TOKEN, max_retries = 0, ca_file = other }
     local err = emulator.fails(c.health.check, c.health)
     c:close()

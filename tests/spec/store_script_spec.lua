@@ -30,17 +30,11 @@ local function count_ns(path, ns)
 end
 
 describe("scripts/store.lua", function()
-  local ctx = {}
-  local sr = script_runner.new(ctx)
   local emu, admin, agent
-
-  emulator.suite(_ENV, function(e, c) emu, admin, ctx.emu = e, c, e end, { each = function()
-    ctx.dir = support.tmpdir()
-    ctx.store = ctx.dir .. "/a/store"
+  local sr, ctx = script_runner.suite(_ENV, function(e, c) emu, admin = e, c end, { store = "a/store", each = function()
     agent = emulator.new_agent(admin, { name = "bot", memory_blocks = { { label = "human", value = "?" },
                                                                        { label = "persona", value = "helpful" } } })
   end })
-  after_each(function() support.rmdir(ctx.dir) end)
 
   it("prints --help naming export, import and --replace, touching nothing", function()
     emu:clear_requests()

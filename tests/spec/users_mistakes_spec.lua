@@ -6,6 +6,7 @@
 local support = require "support"
 local emulator = require "emulator"
 local procs = require "users_procs"
+local script_runner = require "script_runner"
 local letta = require "letta"
 local users_mod = require "letta.users"
 local store_mod = require "letta.store"
@@ -13,52 +14,18 @@ local checks = require "users_checks"
 local json = letta.json
 
 describe("user mistakes", function()
-  local emu, admin, dir
-
-  emulator.suite(_ENV, function(e, c) emu, admin = e, c end, { each = function()
-    dir = support.tmpdir()
-  end })
-  after_each(function()
-    procs.kill_all()
-    support.rmdir(dir)
-  end)
-
-  local function env_for(opts)
-    local env = { LETTA_BASE_URL = emu.url, LETTA_STORE = dir .. "/store", LETTA_API_KEY = false,
-                  LETTA_PASSWORD = false, LETTA_CA_FILE = false, SSL_CERT_FILE = false, CURL_CA_BUNDLE = false,
-                  LETTASH_LUA_PATH = support.lua_path }
-    for k, v in pairs(opts and opts.env or {}) do env[k] = v end
-    return env
-  end
-
-  -- run("onboard", {"alice"}, {env = {...}}) -> {code=, stdout=, stderr=}
-  local function run(script, args, opts)
-    local argv = { support.root .. "/scripts/" .. script .. ".lua" }
-    for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-    return support.lettash(argv, { env = env_for(opts), cwd = opts and opts.cwd })
-  end
-
-  local function ok(script, args, opts)
-    local r = run(script, args, opts)
-    assert(r.code == 0, string.format("%s exited %d: %s", script, r.code, r.stderr))
-    return r.stdout, r
-  end
-
-  -- The run must fail with exactly one line "<script>: <message>" on stderr; returns the message.
-  local function fails(script, args, opts)
-    local r = run(script, args, opts)
-    assert.equal(1, r.code, r.stderr)
-    local msg = r.stderr:match("^" .. script .. ": ([^\n]+)\n$")
-    assert(msg, "expected one line '" .. script .. ": ...' on stderr, got: " .. r.stderr)
-    return msg, r
-  end
+  local emu, admin
+  -- the test's children killed before its directory goes (script_runner.suite's after_each, run after this one)
+  after_each(function() procs.kill_all() end)
+  local sr, ctx = script_runner.suite(_ENV, function(e, c) emu, admin = e, c end)
+  local run, ok, fails = sr.run, sr.ok, sr.fails
 
   local function new_agent()
     return emulator.new_agent(admin, { name = "bot", memory_blocks = { { label = "human", value = "?" } } })
   end
 
   local function with_store(path, fn)
-    local s = store_mod.open(path or (dir .. "/store"))
+    local s = store_mod.open(path or ctx.store)
     local res = table.pack(pcall(fn, s))
     s:close()
     assert(res[1], res[2])
@@ -199,12 +166,9 @@ describe("user mistakes", function()
       local tls, cert
       lazy_setup(function()
         local cdir = support.tmpdir()
-        cert = cdir .. "/cert.pem"
-        local r = support.sh(string.format(
-          "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
-            .. "-keyout %s/key.pem -out %s", support.quote(cdir), support.quote(cert)))
-        assert(r.code == 0, "openssl failed: " .. tostring(r.stderr))
-        tls = emulator.start{ "--tls-cert", cert, "--tls-key", cdir .. "/key.pem" }
+        local key
+        cert, key = support.self_signed_cert(cdir)
+        tls = emulator.start{ "--tls-cert", cert, "--tls-key", key }
         tls.certdir = cdir
       end)
       lazy_teardown(function()
@@ -289,7 +253,7 @@ describe("user mistakes", function()
     local agent, a_path, b_path, alice, bob
     before_each(function()
       agent = new_agent()
-      a_path, b_path = dir .. "/store-a", dir .. "/store-b"
+      a_path, b_path = ctx.dir .. "/store-a", ctx.dir .. "/store-b"
       alice = json.decode(ok("onboard", { "alice", "--json" }, { env = { LETTA_STORE = a_path } }))
       bob = json.decode(ok("onboard", { "bob", "--json" }, { env = { LETTA_STORE = b_path } }))
       emu:clear_requests()
@@ -406,7 +370,7 @@ describe("user mistakes", function()
 
     it("doctor reports an interrupted import with the command that resumes it", function()
       local agent = new_agent()
-      local file = support.write_file(dir .. "/notes.jsonl", (function()
+      local file = support.write_file(ctx.dir .. "/notes.jsonl", (function()
         local t = {}
         for i = 1, 40 do t[#t + 1] = json.encode({ text = "note number " .. i }) end
         return table.concat(t, "\n") .. "\n"
@@ -417,7 +381,7 @@ describe("user mistakes", function()
       local argv = { support.quote(support.bin), support.quote(support.root .. "/scripts/import.lua"), agent.id,
                      support.quote(file), "--concurrency", "1" }
       -- (the shell reaps it: a zombie would still count as a running import)
-      support.sh(table.concat(argv, " ") .. " & p=$!; sleep 2; kill -9 $p; wait $p", { env = env_for() })
+      support.sh(table.concat(argv, " ") .. " & p=$!; sleep 2; kill -9 $p; wait $p", { env = sr.env() })
       emu:config{ latency_ms = 0 }
       local r = run("doctor", { "--fix" })
       assert.equal(2, r.code, r.stderr)
@@ -425,7 +389,7 @@ describe("user mistakes", function()
       assert.truthy(command, r.stdout)
       assert.matches("^bin/lettash scripts/import%.lua " .. agent.id:gsub("%-", "%%-"), command)
       assert.matches("\ndoctor: 1 problem remains %(resume the imports with the commands above%)\n$", r.stdout)
-      local rr = support.sh(command, { env = env_for(), cwd = support.root })
+      local rr = support.sh(command, { env = sr.env(), cwd = support.root })
       assert.equal(0, rr.code, rr.stderr)
       assert.matches("0 interrupted imports%)\n$", ok("doctor"))
     end)
@@ -449,7 +413,7 @@ describe("user mistakes", function()
       assert.equal(8, sent)
       assert.equal(sent, emu:count("DELETE", "/v1/agents/[^/]+/archival%-memory/.*"))
       assert.truthy(checks.agent_in(after, keep.id))
-      assert.falsy(support.read_file(dir .. "/store"), "the demo uses a store of its own")
+      assert.falsy(support.read_file(ctx.store), "the demo uses a store of its own")
     end)
   end)
 end)

@@ -11,7 +11,6 @@
 --   fault; "is a Letta server running" is run against a port where nothing listens.
 local support = require "support"
 local emulator = require "emulator"
-local letta = require "letta"
 
 local PASSWORD = "walkthrough-pw-3c9a71"
 
@@ -93,15 +92,9 @@ describe("the README's walkthrough 'A Letta server on a VPS'", function()
     dir = support.tmpdir()
     home = dir .. "/home"
     os.execute("mkdir -p " .. support.quote(home))
-    cert = dir .. "/server.pem"
-    local key = dir .. "/server.key"
-    local r = support.sh(string.format(
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
-        .. "-keyout %s -out %s", support.quote(key), support.quote(cert)))
-    assert(r.code == 0, "openssl failed: " .. tostring(r.stderr))
+    local key
+    cert, key = support.self_signed_cert(dir, "server")
     emu = emulator.start{ "--password", PASSWORD, "--tls-cert", cert, "--tls-key", key }
-    emu.admin:close() -- the helper's admin client does not know the certificate
-    emu.admin = letta.client{ base_url = emu.url, token = "", max_retries = 0, timeout = 30, ca_file = cert }
     state = dir .. "/state.sh"
     support.write_file(state, "")
   end)

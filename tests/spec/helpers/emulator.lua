@@ -104,7 +104,12 @@ function _M.start(args)
     sleep(0.02)
   end
   assert(self.url:match("^https?://127%.0%.0%.1:%d+$"), "emulator: not on loopback: " .. self.url) -- https: --tls-cert
-  self.admin = letta.client{ base_url = self.url, token = "", max_retries = 0, timeout = 30 }
+  -- over TLS the admin client trusts the emulator's own certificate (self-signed in the specs)
+  local ca_file
+  for i, a in ipairs(self.args) do
+    if a == "--tls-cert" then ca_file = self.args[i + 1] end
+  end
+  self.admin = letta.client{ base_url = self.url, token = "", max_retries = 0, timeout = 30, ca_file = ca_file }
   return self
 end
 

@@ -33,6 +33,21 @@ function _M.write_file(path, text)
   return path
 end
 
+-- n JSON Lines of passages to import, "<prefix> passage <i> about topic <i % topics>" each with a
+-- tag "t<i % tags>"; returns the path and the texts (in order). shape: {prefix=, topics=, tags=}.
+function _M.jsonl_file(path, n, shape)
+  shape = shape or {}
+  local json = require("letta").json
+  local f = assert(io.open(path, "wb"))
+  local texts = {}
+  for i = 1, n do
+    texts[i] = string.format("%s passage %d about topic %d", shape.prefix or "import", i, i % (shape.topics or 37))
+    f:write(json.encode({ text = texts[i], tags = { "t" .. i % (shape.tags or 5) } }), "\n")
+  end
+  f:close()
+  return path, texts
+end
+
 function _M.tmpdir()
   local p = io.popen("mktemp -d")
   local dir = p:read("l")
@@ -62,6 +77,17 @@ function _M.sh(cmdline, opts)
               stderr = _M.read_file(dir .. "/err") }
   _M.rmdir(dir)
   return r
+end
+
+-- A self-signed certificate for 127.0.0.1 (what the emulator's --tls-cert serves), made with
+-- openssl as dir/<name>.pem and its key dir/<name>.key (name: "cert" unless given); returns both.
+function _M.self_signed_cert(dir, name)
+  local cert, key = dir .. "/" .. (name or "cert") .. ".pem", dir .. "/" .. (name or "cert") .. ".key"
+  local r = _M.sh(string.format(
+    "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+      .. "-keyout %s -out %s", _M.quote(key), _M.quote(cert)))
+  assert(r.code == 0, "openssl failed (it is needed: apt-get install openssl): " .. tostring(r.stderr))
+  return cert, key
 end
 
 -- Runs bin/lettash with the given argument list.
