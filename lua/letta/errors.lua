@@ -107,6 +107,18 @@ function _M.is(v, code)
   return getmetatable(v) == Error and (code == nil or v.code == code)
 end
 
+-- not_applied(err) -> true when the failed request certainly changed nothing on the server: it
+-- answered 4xx (refused; not 499, a proxy saying the client gave up after the server may have
+-- acted), or no connection was ever made for it (TLS handshake, refused, name not resolved). A
+-- request that was sent and then lost its answer is a "reset" instead (lh_http.c lost_after_send),
+-- also when libcurl's own resend on a new connection fails. Callers that must not duplicate a
+-- write (onboard, chat, import) ask this before forgetting what they sent.
+function _M.not_applied(err)
+  if getmetatable(err) ~= Error then return false end
+  if err.status == 0 then return err.code == "tls" or err.code == "connect" or err.code == "resolve" end
+  return err.status >= 400 and err.status < 500 and err.status ~= 499
+end
+
 _M.Error = Error
 _M.reason = function(status) return REASONS[status] end
 

@@ -398,13 +398,8 @@ local function blocks_run(err)
   return err.status == 401 or err.status == 403 or err.status == 404
 end
 
--- The server certainly did not store it: a refusal (4xx), or no connection was ever made for it
--- (TLS handshake, refused, DNS). A request that was sent and then lost its answer (libcurl's own
--- resend on a new connection failing included) is a "reset" instead (lh_http.c: lost_after_send).
-local function unsent(err)
-  if err.status == 0 then return err.code == "tls" or err.code == "connect" or err.code == "resolve" end
-  return err.status >= 400 and err.status < 500
-end
+-- The server certainly did not store it (errors.not_applied): its pending entry can go.
+local unsent = errors.not_applied
 
 -- ---------------------------------------------------------------------------------------------
 -- Runs: each import is recorded in the store (namespace "imports", keys "run:<hash>" beside the

@@ -75,20 +75,6 @@ end
 
 local function is_not_found(err) return errors.is(err) and err.status == 404 end
 
--- Whether a failed request certainly changed nothing on the server: it answered 4xx (refused; a
--- 499 is a proxy saying the client gave up, after the server may have acted), or the TLS handshake
--- failed (nothing is sent before it succeeds).
-local function refused(err)
-  if not errors.is(err) then return false end
-  if err.status >= 400 and err.status < 500 then return err.status ~= 499 end
-  return err.status == 0 and err.code == "tls"
-end
-
--- Refused, or the server was not reached at all (connection refused, name not resolved: a request
--- that was sent and then lost its answer is a "reset" instead, see lh_http.c lost_after_send).
-local function unreached(err)
-  return refused(err) or (errors.is(err) and err.status == 0 and (err.code == "connect" or err.code == "resolve"))
-end
 
 -- Calls fn(...) and returns its result, or nil when the server says 404.
 local function unless_missing(fn, ...)
@@ -287,9 +273,9 @@ function Users:onboard(username, opts)
   -- Wrong settings (password, URL, port, certificate) refuse the very first write, or never reach
   -- the server: a record this run created is taken back, so that neither users.lua nor doctor
   -- --fix turns a name given up on into server objects. A record holding a server id stays. (An
-  -- identity that did land in the rare case unreached() misjudges is adopted by the next onboard:
-  -- its identifier_key is unique.)
-  if not rec and unreached(res) then
+  -- identity that did land anyway would be adopted by the next onboard: its identifier_key is
+  -- unique.)
+  if not rec and errors.not_applied(res) then
     self.store:update(function(txn)
       local r = txn:get("users", username)
       if r and not (r.identity_id or r.block_id or r.pending_block) then store_mod.delete_user(txn, username) end
@@ -540,7 +526,7 @@ function Users:chat(username, agent_id, text, opts)
       attach = "sent"
       local aok, agent = pcall(attach_persona, c, agent_id, rec.block_id)
       if not aok then
-        if refused(agent) then attach = nil end -- the server refused it: nothing is attached
+        if errors.not_applied(agent) then attach = nil end -- refused or never sent: nothing is attached
         if is_not_found(agent) and not unless_missing(c.blocks.retrieve, c.blocks, rec.block_id) then
           fail("the persona block %s of user '%s' is gone from the server: run bin/lettash scripts/onboard.lua %s "
                .. "(or bin/lettash scripts/doctor.lua --fix)", rec.block_id, username, username)
