@@ -77,7 +77,7 @@ workspace "lettash"
   always()
 
 local runtime_files = { "src/lh_runtime.c", "src/lh_host.c", "src/lh_json.c", "src/lh_sse.c", "src/lh_headers.c", "src/lh_curl.c",
-                        "src/lh_http.c", "src/lh_store.c", "src/lh_util.c", "build/gen/lh_embedded.c" }
+                        "src/lh_http.c", "src/lh_lmdb.c", "src/lh_util.c", "build/gen/lh_embedded.c" }
 
 -- The runtime: everything but main (src/lettash.h is its API). Hosts link it statically
 -- (bin/liblettash.a, with Lua, cjson and LMDB after it) or use the shared one below.
@@ -128,7 +128,7 @@ project "lettash"
   link_runtime(has_readline and { "readline" } or nil)
 
 -- Embedding examples (examples/), linked like any host would link the static runtime.
-for _, name in ipairs({ "embed_min", "game_loop" }) do
+for _, name in ipairs({ "embed_min", "game_loop", "poll_host" }) do
   project(name)
     kind "ConsoleApp"
     files { "examples/" .. name .. ".c" }

@@ -32,6 +32,7 @@ end
 
 -- A missing agent, in one line that says where to look.
 local function retrieve(client, id, what)
+  cli.check_id(id, "agent id")
   local ok, agent = pcall(client.agents.retrieve, client.agents, id)
   if ok then return agent end
   if letta.is_error(agent, "not_found") then

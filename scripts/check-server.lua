@@ -53,7 +53,8 @@ end
 
 local function fatal(message) error(setmetatable({ message = message }, Fatal), 0) end
 
-local function interrupted(err) return type(err) == "string" and err:match("interrupted!$") ~= nil end
+-- Ctrl-C or SIGTERM (lettash raises the letta.Error "interrupted"): the run stops, after cleanup.
+local function interrupted(err) return errors.is(err, "interrupted") end
 
 -- A URL as shown: without any user:password@ part.
 local function shown(url) return (url:gsub("//[^/@]*@", "//")) end
@@ -75,7 +76,8 @@ end
 local function try(fn, ...)
   local ok, res = pcall(fn, ...)
   if ok then return true, res end
-  if errors.is(res) and res.status ~= 401 and not (res.status == 0 and (res.code == "connect" or res.code == "resolve")) then
+  if errors.is(res) and not interrupted(res) and res.status ~= 401
+     and not (res.status == 0 and (res.code == "connect" or res.code == "resolve")) then
     return false, res
   end
   error(res, 0)
@@ -172,68 +174,74 @@ local function run_from(pos, first)
   return true
 end
 
+-- Deletes one object (once: self.gone holds the paths deleted already); true when it is gone.
+-- What cannot be deleted goes to self.left; a Ctrl-C is kept in self.stop and the cleanup goes on.
+function Run:delete(what, id, path)
+  local done = self.gone
+  if done[path] then return end
+  done[path] = true
+  local ok, err = pcall(self.c.delete, self.c, path)
+  if ok or (errors.is(err) and (err.status == 404 or err.status == 405)) then return true end -- 404: gone already
+  if interrupted(err) then self.stop = err end
+  self.left[#self.left + 1] = what .. " " .. id .. " (" .. said(err) .. ")"
+end
+
+-- An agent: its passages first (all ours, with any whose create a Ctrl-C cut short; they would
+-- outlive the agent), then the agent.
+function Run:delete_agent(id)
+  local path = "/v1/agents/" .. escape(id)
+  if self.gone[path] then return end
+  local ok, list = pcall(self.c.get, self.c, path .. "/archival-memory", { query = { limit = 1000 } })
+  if not ok and interrupted(list) then self.stop = list end
+  for _, p in ipairs(ok and type(list) == "table" and list or {}) do
+    if type(p) == "table" and p.id then self:delete("passage", p.id, path .. "/archival-memory/" .. escape(p.id)) end
+  end
+  return self:delete("agent", id, path)
+end
+
+-- The objects named PREFIX* that a list shows, added to found as {what, id, path}: listed first,
+-- deleted after (deleting while paging would pull the cursor away).
+function Run:sweep(found, what, path, query, name_of)
+  local c = self.c
+  local ok, err = pcall(function()
+    for _ = 1, 100 do -- pages; a server that ignores `after` must not keep us here
+      local page = c:get(path, { query = query })
+      if type(page) ~= "table" or #page == 0 or page[#page].id == query.after then break end
+      for _, x in ipairs(page) do
+        local name = type(x) == "table" and name_of(x)
+        if type(name) == "string" and name:sub(1, #PREFIX) == PREFIX and x.id then
+          found[#found + 1] = { what, x.id, path .. escape(x.id) }
+        end
+      end
+      query.after = page[#page].id
+    end
+  end)
+  if not ok and interrupted(err) then self.stop = err end -- a list the server lacks (archives) is fine
+end
+
 -- Deletes everything made, then sweeps by name prefix. Idempotent; what cannot be deleted is
 -- listed in self.left. Goes on after a Ctrl-C (raised again at the end).
 function Run:cleanup()
   if self.cleaned then return end
   self.cleaned = true
-  local c, stop = self.c, nil
-  local done = self.gone -- paths deleted already (by the checks)
-  local function del(what, id, path)
-    if done[path] then return end
-    done[path] = true
-    local ok, err = pcall(c.delete, c, path)
-    if ok or (errors.is(err) and (err.status == 404 or err.status == 405)) then return true end -- 404: gone already
-    if interrupted(err) then stop = err end
-    self.left[#self.left + 1] = what .. " " .. id .. " (" .. said(err) .. ")"
-  end
-  -- An agent: its passages first (all ours, with any whose create a Ctrl-C cut short; they would
-  -- outlive the agent), then the agent.
-  local function del_agent(id)
-    local path = "/v1/agents/" .. escape(id)
-    if done[path] then return end
-    local ok, list = pcall(c.get, c, path .. "/archival-memory", { query = { limit = 1000 } })
-    if not ok and interrupted(list) then stop = list end
-    for _, p in ipairs(ok and type(list) == "table" and list or {}) do
-      if type(p) == "table" and p.id then del("passage", p.id, path .. "/archival-memory/" .. escape(p.id)) end
-    end
-    return del("agent", id, path)
-  end
   local m = self.made
   for _, p in ipairs(m.passages) do
-    del("passage", p.id, "/v1/agents/" .. escape(p.agent) .. "/archival-memory/" .. escape(p.id))
+    self:delete("passage", p.id, "/v1/agents/" .. escape(p.agent) .. "/archival-memory/" .. escape(p.id))
   end
-  for _, id in ipairs(m.agents) do del_agent(id) end
-  for _, id in ipairs(m.blocks) do del("block", id, "/v1/blocks/" .. escape(id)) end
-  for _, id in ipairs(m.identities) do del("identity", id, "/v1/identities/" .. escape(id)) end
-  for _, id in ipairs(m.archives) do del("archive", id, "/v1/archives/" .. escape(id)) end
-  -- The sweep: listed first, deleted after (deleting while paging would pull the cursor away).
+  for _, id in ipairs(m.agents) do self:delete_agent(id) end
+  for _, id in ipairs(m.blocks) do self:delete("block", id, "/v1/blocks/" .. escape(id)) end
+  for _, id in ipairs(m.identities) do self:delete("identity", id, "/v1/identities/" .. escape(id)) end
+  for _, id in ipairs(m.archives) do self:delete("archive", id, "/v1/archives/" .. escape(id)) end
   local found = {}
-  local function sweep(what, path, query, name_of)
-    local ok, err = pcall(function()
-      for _ = 1, 100 do -- pages; a server that ignores `after` must not keep us here
-        local page = c:get(path, { query = query })
-        if type(page) ~= "table" or #page == 0 or page[#page].id == query.after then break end
-        for _, x in ipairs(page) do
-          local name = type(x) == "table" and name_of(x)
-          if type(name) == "string" and name:sub(1, #PREFIX) == PREFIX and x.id then
-            found[#found + 1] = { what, x.id, path .. escape(x.id) }
-          end
-        end
-        query.after = page[#page].id
-      end
-    end)
-    if not ok and interrupted(err) then stop = err end -- a list the server lacks (archives) is fine
-  end
-  if not stop then
-    sweep("agent", "/v1/agents/", { query_text = PREFIX, limit = 100 }, function(x) return x.name end)
-    sweep("block", "/v1/blocks/", { label_search = PREFIX, limit = 100 }, function(x) return x.label end)
-    sweep("identity", "/v1/identities/", { limit = 100 }, function(x) return x.identifier_key end)
-    sweep("archive", "/v1/archives/", { limit = 100 }, function(x) return x.name end)
+  if not self.stop then
+    self:sweep(found, "agent", "/v1/agents/", { query_text = PREFIX, limit = 100 }, function(x) return x.name end)
+    self:sweep(found, "block", "/v1/blocks/", { label_search = PREFIX, limit = 100 }, function(x) return x.label end)
+    self:sweep(found, "identity", "/v1/identities/", { limit = 100 }, function(x) return x.identifier_key end)
+    self:sweep(found, "archive", "/v1/archives/", { limit = 100 }, function(x) return x.name end)
   end
   local earlier = 0
   for _, f in ipairs(found) do
-    if not done[f[3]] and (f[1] == "agent" and del_agent(f[2]) or f[1] ~= "agent" and del(f[1], f[2], f[3])) then
+    if not self.gone[f[3]] and (f[1] == "agent" and self:delete_agent(f[2]) or f[1] ~= "agent" and self:delete(f[1], f[2], f[3])) then
       earlier = earlier + 1
     end
   end
@@ -241,7 +249,7 @@ function Run:cleanup()
     io.stderr:write(NAME, ": also deleted ", earlier, " object", earlier == 1 and "" or "s",
                     " named ", PREFIX, "* (left by an interrupted check)\n")
   end
-  if stop then error(stop, 0) end
+  if self.stop then error(self.stop, 0) end
 end
 Run.__close = Run.cleanup
 
@@ -267,7 +275,7 @@ check("auth", false, "does not depend on it: it sends the password anyway, but a
     if not c.authenticated then return "no password set, and the server asks for none" end
     local anon <close> = letta.client{ base_url = c.base_url, token = "", max_retries = 0, timeout = c.timeout }
     local ok, res = pcall(anon.get, anon, "/v1/agents/", { query = { limit = 1 } }) -- (a 401 is not fatal here)
-    if not ok and not errors.is(res) then error(res, 0) end
+    if not ok and (not errors.is(res) or interrupted(res)) then error(res, 0) end
     if ok then differ("200 without the password (the server is not in secure mode)") end
     if res.status ~= 401 then differ(said(res) .. " without the password (Letta answers 401)") end
     return "401 without the password, 200 with it"

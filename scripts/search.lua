@@ -35,6 +35,75 @@ local function score_of(r)
   return type(s) == "number" and s or nil
 end
 
+-- The command line, checked before any request: agent_id, query, top_k, match, tags.
+local function request_of(cx)
+  local agent_id, query = cx.args[1], cx.args[2]
+  if #cx.args > 2 then
+    cli.usage_error("unexpected argument '" .. cx.args[3] .. "' (a query of several words needs quotes: "
+                    .. "search.lua " .. agent_id .. " \"" .. table.concat(cx.args, " ", 2) .. "\")")
+  end
+  cli.check_id(agent_id, "agent id")
+  if not query:find("%S") then cli.usage_error("the query is empty (Letta finds nothing for a blank query)") end
+  local top_k = DEFAULT_TOP_K
+  if cx.opts.top_k then
+    top_k = math.tointeger(tonumber(cx.opts.top_k))
+    if not top_k or top_k < 1 then cli.usage_error("--top-k must be a whole number above 0, got '" .. cx.opts.top_k .. "'") end
+  end
+  local match = cx.opts.match or "any"
+  if match ~= "any" and match ~= "all" then cli.usage_error("--match must be any or all, got '" .. match .. "'") end
+  local tags, seen = {}, {}
+  for t in (cx.opts.tags or ""):gmatch("[^,]+") do
+    t = t:match("^%s*(.-)%s*$")
+    if t:sub(1, #MARKER) == MARKER then
+      cli.usage_error("--tags: '" .. t .. "' is lettash's own bookkeeping tag (hidden from results); search by your own tags")
+    end
+    if t ~= "" and not seen[t] then tags[#tags + 1], seen[t] = t, true end
+  end
+  return agent_id, query, top_k, match, tags
+end
+
+-- The passages found, with lettash's own tags hidden; an agent that does not exist is one line.
+local function search(client, agent_id, query, top_k, match, tags)
+  local ok, res = pcall(client.agents.passages.search, client.agents.passages, agent_id,
+                        { query = query, top_k = top_k, tags = #tags > 0 and tags or nil,
+                          match = #tags > 0 and match or nil })
+  if not ok then
+    if letta.is_error(res, "not_found") then
+      error("no agent " .. agent_id .. " on " .. client.base_url .. " (agents.lua list shows them)", 0)
+    end
+    error(res, 0)
+  end
+  local results = {}
+  for _, r in ipairs(type(res) == "table" and type(res.results) == "table" and res.results or {}) do
+    local item = {}
+    for k, v in pairs(r) do item[k] = v end
+    item.tags = user_tags(r.tags)
+    results[#results + 1] = item
+  end
+  return results
+end
+
+-- The text output: two lines per passage and a summary.
+local function lines_of(out)
+  local lines, results, tags = {}, out.results, out.tags
+  for i, r in ipairs(results) do
+    local score = score_of(r)
+    lines[#lines + 1] = string.format("%d. %s%s%s  %s", i, type(r.timestamp) == "string" and r.timestamp or "-",
+                                      score and string.format("  score %.3f", score) or "",
+                                      #r.tags > 0 and ("  [" .. table.concat(r.tags, ", ") .. "]") or "",
+                                      type(r.id) == "string" and r.id or "")
+    lines[#lines + 1] = "   " .. shorten(type(r.content) == "string" and r.content or "", SHOWN)
+  end
+  local summary = string.format("%d result%s for \"%s\" (top %d%s)", #results, #results == 1 and "" or "s",
+                                shorten(out.query, 60), out.top_k,
+                                #tags > 0 and (", tags " .. out.match .. " of " .. table.concat(tags, ",")) or "")
+  if #tags > 0 and #results < out.top_k then
+    summary = summary .. "; tags are matched only among the " .. out.top_k .. " nearest: raise --top-k to look further"
+  end
+  lines[#lines + 1] = summary
+  return lines
+end
+
 cli.main{
   name = "search",
   usage = "<agent_id> <query> [--tags a,b] [--match any|all] [--top-k N] [--json]",
@@ -53,65 +122,10 @@ cli.main{
   },
   args = { min = 2 },
   run = function(cx)
-    local agent_id, query = cx.args[1], cx.args[2]
-    if #cx.args > 2 then
-      cli.usage_error("unexpected argument '" .. cx.args[3] .. "' (a query of several words needs quotes: "
-                      .. "search.lua " .. agent_id .. " \"" .. table.concat(cx.args, " ", 2) .. "\")")
-    end
-    if not query:find("%S") then cli.usage_error("the query is empty (Letta finds nothing for a blank query)") end
-    local top_k = DEFAULT_TOP_K
-    if cx.opts.top_k then
-      top_k = math.tointeger(tonumber(cx.opts.top_k))
-      if not top_k or top_k < 1 then cli.usage_error("--top-k must be a whole number above 0, got '" .. cx.opts.top_k .. "'") end
-    end
-    local match = cx.opts.match or "any"
-    if match ~= "any" and match ~= "all" then cli.usage_error("--match must be any or all, got '" .. match .. "'") end
-    local tags, seen = {}, {}
-    for t in (cx.opts.tags or ""):gmatch("[^,]+") do
-      t = t:match("^%s*(.-)%s*$")
-      if t:sub(1, #MARKER) == MARKER then
-        cli.usage_error("--tags: '" .. t .. "' is lettash's own bookkeeping tag (hidden from results); search by your own tags")
-      end
-      if t ~= "" and not seen[t] then tags[#tags + 1], seen[t] = t, true end
-    end
-
-    local client = cx:client()
-    local ok, res = pcall(client.agents.passages.search, client.agents.passages, agent_id,
-                          { query = query, top_k = top_k, tags = #tags > 0 and tags or nil,
-                            match = #tags > 0 and match or nil })
-    if not ok then
-      if letta.is_error(res, "not_found") then
-        error("no agent " .. agent_id .. " on " .. client.base_url .. " (agents.lua list shows them)", 0)
-      end
-      error(res, 0)
-    end
-
-    local results = {}
-    for _, r in ipairs(type(res) == "table" and type(res.results) == "table" and res.results or {}) do
-      local item = {}
-      for k, v in pairs(r) do item[k] = v end
-      item.tags = user_tags(r.tags)
-      results[#results + 1] = item
-    end
+    local agent_id, query, top_k, match, tags = request_of(cx)
+    local results = search(cx:client(), agent_id, query, top_k, match, tags)
     local out = { agent_id = agent_id, query = query, tags = cli.array(tags), match = match, top_k = top_k,
                   count = #results, results = cli.array(results) }
-
-    local lines = {}
-    for i, r in ipairs(results) do
-      local score = score_of(r)
-      lines[#lines + 1] = string.format("%d. %s%s%s  %s", i, type(r.timestamp) == "string" and r.timestamp or "-",
-                                        score and string.format("  score %.3f", score) or "",
-                                        #r.tags > 0 and ("  [" .. table.concat(r.tags, ", ") .. "]") or "",
-                                        type(r.id) == "string" and r.id or "")
-      lines[#lines + 1] = "   " .. shorten(type(r.content) == "string" and r.content or "", SHOWN)
-    end
-    local summary = string.format("%d result%s for \"%s\" (top %d%s)", #results, #results == 1 and "" or "s",
-                                  shorten(query, 60), top_k,
-                                  #tags > 0 and (", tags " .. match .. " of " .. table.concat(tags, ",")) or "")
-    if #tags > 0 and #results < top_k then
-      summary = summary .. "; tags are matched only among the " .. top_k .. " nearest: raise --top-k to look further"
-    end
-    lines[#lines + 1] = summary
-    return out, lines
+    return out, lines_of(out)
   end,
 }

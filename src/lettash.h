@@ -42,7 +42,8 @@ typedef struct lh_config {
  * runs out. The caller owns the runtime: free it with lh_close. */
 lh_runtime *lh_new(const lh_config *cfg);
 
-/* Closes the runtime: aborts transfers in flight, frees everything. NULL-safe. */
+/* Closes the runtime: aborts transfers in flight, frees everything (after a panic too). NULL-safe.
+ * Called from inside the runtime (a host function the script called), it does nothing. */
 void lh_close(lh_runtime *rt);
 
 /* Runs a chunk of Lua source (never binary) or a file. Tasks it starts (letta.spawn) go on in
@@ -63,9 +64,40 @@ int lh_step(lh_runtime *rt, int timeout_ms);
 
 /* For hosts with their own event loop: fills fds (up to max) with the sockets in use and their
  * events, sets *timeout_ms to the longest wait before lh_step must run (-1: no timer). Returns
- * the number of fds. Call lh_step(rt, 0) when one is ready or the timeout passes. */
+ * the number of fds. Call lh_step(rt, 0) when one is ready or the timeout passes. When it fails
+ * it returns 0 with *timeout_ms 0, so that the lh_step that follows reports why. */
 struct pollfd;
 int lh_pollfds(lh_runtime *rt, struct pollfd *fds, int max, int *timeout_ms);
+
+/* For hosts whose event loop watches sockets itself (as hiredis's adapters and luv plug into
+ * one): lettash calls watch(ud, fd, events) when a socket is to be watched for events (POLLIN
+ * and/or POLLOUT; 0: no longer), and timer(ud, timeout_ms) to arm the host's one one-shot timer,
+ * replacing the last: lh_step is due within timeout_ms (0: at once; -1: no timer). Call
+ * lh_step(rt, 0) when a watched socket is ready or the timer fires (each lh_step arms it again
+ * when needed). The hooks run inside lettash's calls (lh_step, lh_run_*, lh_call, lh_close...):
+ * they must only record, never call the runtime. */
+typedef struct lh_loop_hooks {
+  void *ud;
+  void (*watch)(void *ud, int fd, int events);
+  void (*timer)(void *ud, long timeout_ms);
+} lh_loop_hooks;
+
+/* Installs the hooks (copied; the new ones are told at once of the sockets in use and the
+ * timer), or with NULL removes them (the old ones are told to drop every socket and the timer).
+ * Returns LH_OK, LH_ERR_ARG (a NULL callback) or LH_ERR_MEMORY. lh_pollfds keeps working. */
+int lh_set_loop_hooks(lh_runtime *rt, const lh_loop_hooks *hooks);
+
+/* Safety of the entry points (lh_new, lh_run_*, lh_call, lh_step, lh_pollfds): each runs its whole
+ * body, the conversion of results and error objects to text included, inside one protected call,
+ * so a script (its metamethods, its error objects, running out of memory) cannot crash the host;
+ * it only makes the call fail. A host function registered in the runtime that calls one of them
+ * on the same runtime while it runs gets LH_ERR_ARG ("lh_call called from inside the runtime").
+ * Panics: the runtime installs a lua_atpanic handler. A panic during an entry point (an error
+ * outside any protected call; none of ours should raise one) returns from that entry point with
+ * LH_ERR_RUN, and the runtime is then broken: every later call returns LH_ERR_RUN ("the runtime is
+ * unusable after a Lua panic"); only lh_close is useful. A Lua error the host raises itself
+ * through lh_state() outside any entry point and any lua_pcall has nothing to return to: the
+ * handler writes it to stderr and Lua aborts, as with lauxlib's handler. */
 
 /* The message of the last error (empty string if none). Never NULL. */
 const char *lh_error(lh_runtime *rt);
@@ -89,7 +121,8 @@ void lh_openlibs(lua_State *L, int flags);
 void lh_preload(lua_State *L, int flags);
 
 /* A message handler for lua_pcall, as lua.c's: a string error with a traceback; an error object
- * with a __tostring (a letta.Error) as that string alone. */
+ * with a __tostring (a letta.Error) as that string alone. The __tostring runs protected: one that
+ * raises or returns a non-string gives "(error object is a table value)" and the traceback. */
 int lh_traceback(lua_State *L);
 
 /* The module loader of `letta` for stock Lua (bin/letta.so): require "letta". */

@@ -26,14 +26,10 @@
   X(CURLMcode, curl_multi_cleanup, (CURLM * m))                                         \
   X(CURLMcode, curl_multi_add_handle, (CURLM * m, CURL * h))                            \
   X(CURLMcode, curl_multi_remove_handle, (CURLM * m, CURL * h))                         \
-  X(CURLMcode, curl_multi_perform, (CURLM * m, int *running))                           \
-  X(CURLMcode, curl_multi_poll, (CURLM * m, struct curl_waitfd * fds, unsigned int n,   \
-                                 int timeout_ms, int *numfds))                          \
-  X(CURLMcode, curl_multi_wakeup, (CURLM * m))                                          \
+  X(CURLMcode, curl_multi_socket_action, (CURLM * m, curl_socket_t s, int ev, int *running)) \
   X(CURLMsg *, curl_multi_info_read, (CURLM * m, int *left))                            \
   X(CURLMcode, curl_multi_setopt, (CURLM * m, CURLMoption opt, ...))                    \
   X(CURLMcode, curl_multi_timeout, (CURLM * m, long *timeout_ms))                       \
-  X(CURLMcode, curl_multi_fdset, (CURLM * m, fd_set * r, fd_set * w, fd_set * e, int *max)) \
   X(const char *, curl_multi_strerror, (CURLMcode code))                                \
   X(struct curl_slist *, curl_slist_append, (struct curl_slist * l, const char *s))     \
   X(void, curl_slist_free_all, (struct curl_slist * l))

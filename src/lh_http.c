@@ -1,13 +1,16 @@
 /* letta.http: HTTP transfers for Lua over libcurl's multi interface, never blocking Lua for long.
  * A session is one multi handle (its connections are kept alive and reused); a request is one
  * transfer. C buffers everything (body, headers, SSE events) and Lua only ever pulls results, so a
- * Lua error can never unwind through libcurl's stack: no Lua runs inside a curl callback. */
+ * Lua error can never unwind through libcurl's stack: no Lua runs inside a curl callback.
+ * Transfers are driven with curl_multi_socket_action: libcurl says which sockets to watch and when
+ * its timer fires (CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION), the way luv and hiredis's adapters plug
+ * into an event loop. The same set feeds our poll(), lh_pollfds and a host's lh_loop_hooks, so no
+ * fd_set (and its FD_SETSIZE limit) is involved anywhere. */
 #include "lh_http.h"
 
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
 #include <time.h>
 
 #include "lauxlib.h"
@@ -19,15 +22,14 @@
 
 #define SESSION_MT "letta.http.Session"
 #define REQUEST_MT "letta.http.Request"
-#define SESSIONS_KEY "letta.http.sessions" /* registry: set of open sessions (weak keys) */
-#define NOTIFY_KEY "letta.http.notify"     /* registry: requests with news for the scheduler */
+#define HUB_MT "letta.http.Hub"
+#define NOWAIT_KEY "letta.http.nowait" /* registry: why request:wait may not block, if set */
+#define NOTIFY_KEY "letta.http.notify" /* registry: requests with news for the scheduler */
 #define POOL_MAX 128
 #define STREAM_PAUSE_BYTES (4 << 20) /* pause a stream whose unread events reach this */
+#define BLIND_WAIT_MS 50 /* longest wait for a transfer with neither socket nor timer (never seen) */
 
-typedef struct {
-  char *data;
-  size_t len, cap;
-} Buf;
+static const char hub_key = 0; /* registry key (its address) of the Lua state's Hub */
 
 typedef struct Event {
   struct Event *next;
@@ -38,14 +40,15 @@ typedef struct Event {
 typedef struct Session Session;
 
 typedef struct Request {
-  Session *s; /* NULL once the session is closed */
+  Session *s; /* kept alive by the request (user value 1); may be closed */
   struct Request *prev, *next; /* the session's running requests */
   int ref; /* registry reference pinning the userdata while it runs */
-  CURL *easy; /* only while running */
+  CURL *easy; /* from acquisition until finished */
   struct curl_slist *headers; /* own list when the caller added headers */
-  int state; /* REQ_* */
-  int notify; /* report completion and events through NOTIFY_KEY */
-  int queued; /* already in the notify list */
+  int closed;  /* created closed; open once started; closed again by close/__gc */
+  int running; /* in the session's multi handle */
+  int notify;  /* report completion and events through NOTIFY_KEY */
+  int queued;  /* already in the notify list */
   int paused;
   int checked; /* a stream's status was looked at */
   int once;    /* must not be sent twice (not safe to repeat) */
@@ -55,24 +58,35 @@ typedef struct Request {
   long status;
   size_t max_body;
   int too_big;
-  Buf body, head;
+  lh_buf body, head;
   lh_sse *sse;
   Event *first, *last;
   size_t queued_bytes;
   char errbuf[CURL_ERROR_SIZE];
 } Request;
 
-enum { REQ_NEW, REQ_RUNNING, REQ_DONE };
+/* A socket libcurl asked us to watch, and for what (POLLIN/POLLOUT). */
+typedef struct Sock {
+  curl_socket_t fd;
+  short events;
+} Sock;
+
+typedef struct Hub Hub;
 
 struct Session {
   CURLM *multi;
   const lh_curl_api *c;
+  Hub *hub; /* set while linked into the hub's list of open sessions */
+  Session *prev, *next;
   struct curl_slist *base;      /* Accept, User-Agent, Authorization: the token lives only here */
   struct curl_slist *base_json; /* the same plus Content-Type: application/json */
   CURL *pool[POOL_MAX];
   int npool;
   int inflight;
-  struct Request *running; /* list of running requests */
+  Request *running; /* list of running requests */
+  Sock *socks; /* what libcurl watches (CURLMOPT_SOCKETFUNCTION) */
+  int nsocks, capsocks;
+  long long deadline; /* when libcurl's timer fires (ms, monotonic clock); -1: no timer */
   long connect_timeout_ms;
   size_t max_body;
   char *ca_file; /* CURLOPT_CAINFO: a CA bundle (PEM) */
@@ -82,29 +96,29 @@ struct Session {
   int closed;
 };
 
+/* One per Lua state (a userdata in the registry): the open sessions, so that a step drives them
+ * all, and the host's loop hooks (lh_set_loop_hooks), told of every socket and of the earliest
+ * time a step is due. */
+struct Hub {
+  Session *sessions;
+  lh_loop_hooks hooks;
+  int hooked;
+  int news;        /* requests on the notify list: a step is due now */
+  long long told;  /* the time last given to hooks.timer (-1: none) */
+  long long wake;  /* the scheduler's own next wake-up (http.wake; -1: none) */
+  struct pollfd *pfd; /* a step's poll set, kept for reuse */
+  Session **owner;    /* the session of each pfd entry */
+  int cap;
+};
+
+static long long now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 /* ---------------------------------------------------------------------------------------------
- * Buffers and events */
-
-static int buf_add(Buf *b, const char *s, size_t n) {
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *p = (char *)realloc(b->data, cap);
-    if (!p) return -1;
-    b->data = p;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, s, n);
-  b->len += n;
-  b->data[b->len] = '\0';
-  return 0;
-}
-
-static void buf_free(Buf *b) {
-  free(b->data);
-  b->data = NULL;
-  b->len = b->cap = 0;
-}
+ * Events */
 
 static void event_free(Event *e) {
   free(e->event);
@@ -160,7 +174,7 @@ static size_t on_body(char *ptr, size_t size, size_t n, void *ud) {
   if (r->sse && !r->checked) { /* an error answer to a stream is a plain body, not events */
     long code = 0;
     r->checked = 1;
-    if (r->s) r->s->c->curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
+    r->s->c->curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
     if (code >= 300) {
       lh_sse_free(r->sse);
       r->sse = NULL;
@@ -179,15 +193,15 @@ static size_t on_body(char *ptr, size_t size, size_t n, void *ud) {
     r->too_big = 1;
     return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
   }
-  return buf_add(&r->body, ptr, len) == 0 ? len : 0;
+  return lh_buf_add(&r->body, ptr, len) == 0 ? len : 0;
 }
 
 static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
   Request *r = (Request *)ud;
   size_t len = size * n;
   /* A new response (after a 100 Continue or a redirect) replaces the headers of the last. */
-  if (len > 5 && memcmp(ptr, "HTTP/", 5) == 0) r->head.len = 0;
-  return buf_add(&r->head, ptr, len) == 0 ? len : 0;
+  if (len > 5 && memcmp(ptr, "HTTP/", 5) == 0) lh_buf_reset(&r->head);
+  return lh_buf_add(&r->head, ptr, len) == 0 ? len : 0;
 }
 
 /* libcurl resends a request by itself when a reused connection dies before any answer (a stale
@@ -202,6 +216,168 @@ static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int c
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * The hub, and libcurl's socket and timer callbacks (C only: they may tell the host's hooks) */
+
+static int l_hub_gc(lua_State *L) {
+  Hub *h = (Hub *)lua_touserdata(L, 1);
+  free(h->pfd);
+  free(h->owner);
+  h->pfd = NULL;
+  h->owner = NULL;
+  h->cap = 0;
+  return 0;
+}
+
+/* The hub of L, created on first use. Raises only on memory exhaustion. */
+static Hub *hub_of(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &hub_key) == LUA_TUSERDATA) {
+    Hub *h = (Hub *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+  }
+  lua_pop(L, 1);
+  Hub *h = (Hub *)lua_newuserdatauv(L, sizeof(Hub), 0);
+  memset(h, 0, sizeof *h);
+  h->told = h->wake = -1;
+  if (luaL_newmetatable(L, HUB_MT)) {
+    lua_pushcfunction(L, l_hub_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &hub_key);
+  return h;
+}
+
+/* The earliest time a step is due (ms, monotonic clock): now when news wait, else the first of
+ * the sessions' timers and the scheduler's wake-up; -1: none. */
+static long long hub_next(const Hub *h) {
+  if (h->news) return now_ms();
+  long long next = h->wake;
+  for (const Session *s = h->sessions; s; s = s->next)
+    if (s->deadline >= 0 && (next < 0 || s->deadline < next)) next = s->deadline;
+  return next;
+}
+
+/* Tells the host's timer hook when the next step is due, when that changed. */
+static void hub_timer(Hub *h) {
+  if (!h || !h->hooked) return;
+  long long next = hub_next(h);
+  if (next == h->told) return;
+  h->told = next;
+  long long ms = next < 0 ? -1 : next - now_ms();
+  h->hooks.timer(h->hooks.ud, next < 0 ? -1L : (long)(ms > 0 ? ms : 0));
+}
+
+static void hub_watch(Hub *h, curl_socket_t fd, short events) {
+  if (h && h->hooked) h->hooks.watch(h->hooks.ud, (int)fd, events);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: libcurl wants fd watched for `what`, or no longer (CURL_POLL_REMOVE). */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *ud, void *sockp) {
+  Session *s = (Session *)ud;
+  (void)easy, (void)sockp;
+  short events = (short)(what == CURL_POLL_REMOVE ? 0 : ((what & CURL_POLL_IN) ? POLLIN : 0) |
+                                                         ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+  int i = 0;
+  while (i < s->nsocks && s->socks[i].fd != fd) i++;
+  if (events == 0) {
+    if (i == s->nsocks) return 0;
+    s->socks[i] = s->socks[--s->nsocks];
+  } else if (i < s->nsocks) {
+    s->socks[i].events = events;
+  } else {
+    if (s->nsocks == s->capsocks) {
+      int cap = s->capsocks ? 2 * s->capsocks : 8;
+      Sock *p = (Sock *)realloc(s->socks, (size_t)cap * sizeof *p);
+      if (!p) return -1; /* libcurl then fails the transfers of this multi handle */
+      s->socks = p;
+      s->capsocks = cap;
+    }
+    s->socks[s->nsocks].fd = fd;
+    s->socks[s->nsocks++].events = events;
+  }
+  hub_watch(s->hub, fd, events);
+  return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: libcurl's timer now fires in timeout_ms (-1: cancelled). Called from
+ * curl_multi_add_handle too, with 0 for a new transfer: that is what makes the next step start it. */
+static int on_timer(CURLM *multi, long timeout_ms, void *ud) {
+  Session *s = (Session *)ud;
+  (void)multi;
+  s->deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+  hub_timer(s->hub);
+  return 0;
+}
+
+/* Protected part of lh_http_set_hooks (it creates the hub when http was never opened). */
+static int set_hooks(lua_State *L) {
+  const lh_loop_hooks *hooks = (const lh_loop_hooks *)lua_touserdata(L, 1);
+  Hub *h = hub_of(L);
+  if (h->hooked) { /* the old hooks forget everything */
+    for (Session *s = h->sessions; s; s = s->next)
+      for (int i = 0; i < s->nsocks; i++) h->hooks.watch(h->hooks.ud, (int)s->socks[i].fd, 0);
+    if (h->told >= 0) h->hooks.timer(h->hooks.ud, -1);
+  }
+  h->hooked = hooks != NULL;
+  h->told = -1;
+  if (!hooks) return 0;
+  h->hooks = *hooks;
+  for (Session *s = h->sessions; s; s = s->next) /* the new ones learn what is in use */
+    for (int i = 0; i < s->nsocks; i++) h->hooks.watch(h->hooks.ud, (int)s->socks[i].fd, s->socks[i].events);
+  hub_timer(h);
+  return 0;
+}
+
+int lh_http_set_hooks(lua_State *L, const lh_loop_hooks *hooks) {
+  if (hooks && (!hooks->watch || !hooks->timer)) return LH_ERR_ARG;
+  lua_pushcfunction(L, set_hooks);
+  lua_pushlightuserdata(L, (void *)hooks);
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return LH_OK;
+  lua_pop(L, 1);
+  return LH_ERR_MEMORY; /* the only way set_hooks can fail */
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Arguments: the table forms name the field at fault, as luaL_argerror names the argument */
+
+static int field_error(lua_State *L, const char *k, const char *fn, const char *expected) {
+  return luaL_error(L, "bad field '%s' to '%s' (%s expected, got %s)", k, fn, expected, luaL_typename(L, -1));
+}
+
+/* Pushes field k of the table at t. Returns 0 for nil; raises unless it is of type `type`. The
+ * value stays on the stack, which anchors it (an __index may have made it). */
+static int field(lua_State *L, int t, const char *k, int type, const char *fn) {
+  int got = lua_getfield(L, t, k);
+  if (got == LUA_TNIL) return 0;
+  if (got != type) field_error(L, k, fn, lua_typename(L, type));
+  return 1;
+}
+
+static const char *field_string(lua_State *L, int t, const char *k, const char *fn, const char *def) {
+  return field(L, t, k, LUA_TSTRING, fn) ? lua_tostring(L, -1) : def;
+}
+
+static lua_Integer field_integer(lua_State *L, int t, const char *k, const char *fn, lua_Integer def) {
+  if (!field(L, t, k, LUA_TNUMBER, fn)) return def;
+  int ok;
+  lua_Integer v = lua_tointegerx(L, -1, &ok);
+  if (!ok) luaL_error(L, "bad field '%s' to '%s' (number has no integer representation)", k, fn);
+  return v;
+}
+
+/* Checks that the list at idx holds only strings (header lines); returns its length. */
+static lua_Integer check_lines(lua_State *L, int idx, const char *fn) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, idx, i) != LUA_TSTRING)
+      luaL_error(L, "bad field 'headers[%I]' to '%s' (string expected, got %s)", i, fn, luaL_typename(L, -1));
+    lua_pop(L, 1); /* the list anchors it */
+  }
+  return n;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Sessions */
 
 static Session *check_session(lua_State *L, int idx) {
@@ -210,107 +386,70 @@ static Session *check_session(lua_State *L, int idx) {
   return s;
 }
 
-static Request *check_request(lua_State *L, int idx) {
-  return (Request *)luaL_checkudata(L, idx, REQUEST_MT);
-}
-
-static const char *opt_string(lua_State *L, int t, const char *k, const char *def) {
-  lua_getfield(L, t, k);
-  const char *v = lua_isnil(L, -1) ? def : luaL_checkstring(L, -1);
-  lua_pop(L, 1); /* the string stays referenced by the table */
-  return v;
-}
-
-static lua_Integer opt_integer(lua_State *L, int t, const char *k, lua_Integer def) {
-  lua_getfield(L, t, k);
-  lua_Integer v = lua_isnil(L, -1) ? def : luaL_checkinteger(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-/* Appends the line a..b. Any length: a fixed buffer here once cut a token over ~1000 bytes (long
- * JWTs), which the server then refused as 401 with nothing to say why. */
-static struct curl_slist *slist_add(const lh_curl_api *c, struct curl_slist *l, const char *a,
-                                    const char *b) {
+/* Appends the line a..b to *l. Returns 0, or -1 out of memory (*l unchanged). Any length: a
+ * fixed buffer here once cut a token over ~1000 bytes (long JWTs), which the server then refused
+ * as 401 with nothing to say why. */
+static int line_add(const lh_curl_api *c, struct curl_slist **l, const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
   char small[1024], *line = la + lb < sizeof small ? small : (char *)malloc(la + lb + 1);
-  if (!line) return l;
+  if (!line) return -1;
   memcpy(line, a, la);
   memcpy(line + la, b, lb + 1);
-  struct curl_slist *n = c->curl_slist_append(l, line);
+  struct curl_slist *n = c->curl_slist_append(*l, line);
   explicit_bzero(line, la + lb); /* may have held the token (a plain memset can be optimised away) */
   if (line != small) free(line);
-  return n ? n : l;
+  if (!n) return -1;
+  *l = n;
+  return 0;
 }
 
-/* http.session{user_agent=, token=, token_header=, connect_timeout_ms=, max_body=, ca_file=,
- * ca_path=, insecure=} -> session. The token goes into the Authorization header and is not kept anywhere
- * Lua can read. */
-static int l_session(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  const lh_curl_api *c = lh_curl();
-  if (!c) return luaL_error(L, "%s", lh_curl_error());
-  Session *s = (Session *)lua_newuserdatauv(L, sizeof(Session), 0);
-  memset(s, 0, sizeof *s);
-  s->closed = 1; /* created closed: nothing to release until fully set up */
-  luaL_setmetatable(L, SESSION_MT);
-  s->c = c;
-  s->connect_timeout_ms = (long)opt_integer(L, 1, "connect_timeout_ms", 10000);
-  s->max_body = (size_t)opt_integer(L, 1, "max_body", 64 << 20);
-  s->insecure = 0;
-  lua_getfield(L, 1, "insecure");
-  s->insecure = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  const char *ca = opt_string(L, 1, "ca_file", NULL);
-  if (ca && !(s->ca_file = strdup(ca))) return luaL_error(L, "out of memory");
-  const char *capath = opt_string(L, 1, "ca_path", NULL);
-  if (capath && !(s->ca_path = strdup(capath))) return luaL_error(L, "out of memory");
-  const char *prefix = opt_string(L, 1, "prefix", NULL);
-  if (prefix && !(s->prefix = strdup(prefix))) return luaL_error(L, "out of memory");
-  const char *ua = opt_string(L, 1, "user_agent", "lettash/" LETTASH_VERSION);
-  const char *token = opt_string(L, 1, "token", NULL);
-  struct curl_slist *l = NULL;
-  l = slist_add(c, l, "Accept: application/json", "");
-  l = slist_add(c, l, "User-Agent: ", ua);
-  if (token && *token) l = slist_add(c, l, "Authorization: Bearer ", token);
-  lua_getfield(L, 1, "headers"); /* extra "Name: value" lines for every request */
-  if (lua_istable(L, -1)) {
-    for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
-      l = slist_add(c, l, lua_tostring(L, -1), "");
-      lua_pop(L, 1);
-    }
+/* Appends every line of `from`, then the strings of the list at stack index idx (n of them). */
+static int lines_add(const lh_curl_api *c, struct curl_slist **l, const struct curl_slist *from,
+                     lua_State *L, int idx, lua_Integer n) {
+  for (; from; from = from->next)
+    if (line_add(c, l, from->data, "") != 0) return -1;
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i); /* checked strings, anchored by the list */
+    int rc = line_add(c, l, lua_tostring(L, -1), "");
     lua_pop(L, 1);
+    if (rc != 0) return -1;
   }
-  lua_pop(L, 1);
-  s->base = l;
-  /* The JSON variant is a second list with the same lines: curl_slist has no sharing. */
-  struct curl_slist *j = NULL;
-  for (struct curl_slist *p = l; p; p = p->next) j = slist_add(c, j, p->data, "");
-  s->base_json = slist_add(c, j, "Content-Type: application/json", "");
-  s->multi = c->curl_multi_init();
-  if (!s->multi || !s->base || !s->base_json) return luaL_error(L, "cannot create HTTP session: out of memory");
-  s->closed = 0;
-  /* remember it, so http.step() drives every open session */
-  lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
-  lua_pushvalue(L, -2);
-  lua_pushboolean(L, 1);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-  return 1;
+  return 0;
+}
+
+/* What http.session{...} was given, read and checked before anything is allocated. */
+typedef struct SessionOptions {
+  const char *user_agent, *token, *ca_file, *ca_path, *prefix;
+  lua_Integer connect_timeout_ms, max_body, nheaders;
+  int insecure, headers; /* headers: stack index of the `headers` list, 0 when absent */
+} SessionOptions;
+
+static void session_options(lua_State *L, SessionOptions *o) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checkstack(L, 12, NULL); /* every value stays on the stack */
+  memset(o, 0, sizeof *o);
+  o->connect_timeout_ms = field_integer(L, 1, "connect_timeout_ms", "session", 10000);
+  o->max_body = field_integer(L, 1, "max_body", "session", 64 << 20);
+  o->ca_file = field_string(L, 1, "ca_file", "session", NULL);
+  o->ca_path = field_string(L, 1, "ca_path", "session", NULL);
+  o->prefix = field_string(L, 1, "prefix", "session", NULL);
+  o->user_agent = field_string(L, 1, "user_agent", "session", "lettash/" LETTASH_VERSION);
+  o->token = field_string(L, 1, "token", "session", NULL);
+  lua_getfield(L, 1, "insecure");
+  o->insecure = lua_toboolean(L, -1);
+  if (field(L, 1, "headers", LUA_TTABLE, "session")) { /* extra "Name: value" lines for every request */
+    o->headers = lua_gettop(L);
+    o->nheaders = check_lines(L, o->headers, "session");
+  }
 }
 
 static void request_finish(lua_State *L, Request *r, CURLcode result);
 
-/* Aborts every transfer of the session and releases it. Idempotent; also __gc and __close. */
-static int l_session_close(lua_State *L) {
-  Session *s = (Session *)luaL_checkudata(L, 1, SESSION_MT);
-  if (s->closed) return 0;
+/* Releases whatever the session acquired, on every path (close, __gc, a set-up that failed half
+ * way): aborts its transfers, tells the host's hooks its sockets are gone, frees handles, lists
+ * and strings, and leaves it closed. Idempotent. */
+static void session_release(lua_State *L, Session *s) {
   const lh_curl_api *c = s->c;
-  lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
-  lua_pushvalue(L, 1);
-  lua_pushnil(L);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
   while (s->running) { /* abort every transfer still running */
     Request *r = s->running;
     request_finish(L, r, CURLE_ABORTED_BY_CALLBACK);
@@ -318,18 +457,91 @@ static int l_session_close(lua_State *L) {
   }
   for (int i = 0; i < s->npool; i++) c->curl_easy_cleanup(s->pool[i]);
   s->npool = 0;
-  if (s->multi) c->curl_multi_cleanup(s->multi);
-  c->curl_slist_free_all(s->base);
-  c->curl_slist_free_all(s->base_json);
+  if (s->multi) c->curl_multi_cleanup(s->multi); /* may still report sockets gone: s stays valid */
+  s->multi = NULL;
+  for (int i = 0; i < s->nsocks; i++) hub_watch(s->hub, s->socks[i].fd, 0);
+  free(s->socks);
+  s->socks = NULL;
+  s->nsocks = s->capsocks = 0;
+  s->deadline = -1;
+  if (c) {
+    c->curl_slist_free_all(s->base);
+    c->curl_slist_free_all(s->base_json);
+  }
+  s->base = s->base_json = NULL;
   free(s->ca_file);
   free(s->ca_path);
   free(s->prefix);
-  s->prefix = NULL;
-  s->multi = NULL;
-  s->base = s->base_json = NULL;
-  s->ca_file = NULL;
-  s->ca_path = NULL;
+  s->ca_file = s->ca_path = s->prefix = NULL;
+  Hub *h = s->hub;
+  if (h) { /* unlink */
+    if (s->prev) s->prev->next = s->next;
+    else h->sessions = s->next;
+    if (s->next) s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    s->hub = NULL;
+    hub_timer(h);
+  }
   s->closed = 1;
+}
+
+/* Acquires what the options ask for. Returns 0, or -1 out of memory (session_release frees the
+ * part acquired). */
+static int session_acquire(lua_State *L, Session *s, const SessionOptions *o) {
+  const lh_curl_api *c = s->c;
+  if ((o->ca_file && !(s->ca_file = strdup(o->ca_file))) || (o->ca_path && !(s->ca_path = strdup(o->ca_path))) ||
+      (o->prefix && !(s->prefix = strdup(o->prefix))))
+    return -1;
+  if (line_add(c, &s->base, "Accept: application/json", "") != 0 ||
+      line_add(c, &s->base, "User-Agent: ", o->user_agent) != 0 ||
+      (o->token && *o->token && line_add(c, &s->base, "Authorization: Bearer ", o->token) != 0) ||
+      lines_add(c, &s->base, NULL, L, o->headers, o->nheaders) != 0)
+    return -1;
+  /* The JSON variant is a second list with the same lines: curl_slist has no sharing. */
+  if (lines_add(c, &s->base_json, s->base, L, 0, 0) != 0 ||
+      line_add(c, &s->base_json, "Content-Type: application/json", "") != 0)
+    return -1;
+  if (!(s->multi = c->curl_multi_init())) return -1;
+  c->curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  c->curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, (void *)s);
+  c->curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+  c->curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, (void *)s);
+  return 0;
+}
+
+/* http.session{user_agent=, token=, headers=, connect_timeout_ms=, max_body=, ca_file=, ca_path=,
+ * prefix=, insecure=} -> session. The token goes into the Authorization header and is not kept
+ * anywhere Lua can read. Every option is checked before anything is allocated. */
+static int l_session(lua_State *L) {
+  SessionOptions o;
+  session_options(L, &o);
+  const lh_curl_api *c = lh_curl();
+  if (!c) return luaL_error(L, "%s", lh_curl_error());
+  Hub *h = hub_of(L);
+  Session *s = (Session *)lua_newuserdatauv(L, sizeof(Session), 0);
+  memset(s, 0, sizeof *s); /* created closed: release has nothing to free until acquired */
+  s->closed = 1;
+  s->deadline = -1;
+  s->c = c;
+  luaL_setmetatable(L, SESSION_MT);
+  s->connect_timeout_ms = (long)o.connect_timeout_ms;
+  s->max_body = (size_t)o.max_body;
+  s->insecure = o.insecure;
+  if (session_acquire(L, s, &o) != 0) {
+    session_release(L, s);
+    return luaL_error(L, "cannot create HTTP session: out of memory");
+  }
+  s->hub = h; /* open: http.step() drives every open session */
+  s->next = h->sessions;
+  if (h->sessions) h->sessions->prev = s;
+  h->sessions = s;
+  s->closed = 0;
+  return 1;
+}
+
+/* Aborts every transfer of the session and releases it. Idempotent; also __gc and __close. */
+static int l_session_close(lua_State *L) {
+  session_release(L, (Session *)luaL_checkudata(L, 1, SESSION_MT));
   return 0;
 }
 
@@ -341,6 +553,13 @@ static int l_session_tostring(lua_State *L) {
 
 /* ---------------------------------------------------------------------------------------------
  * Requests */
+
+/* The request at idx, open: every method of a closed one raises, as liolib's files do. */
+static Request *check_request(lua_State *L, int idx) {
+  Request *r = (Request *)luaL_checkudata(L, idx, REQUEST_MT);
+  if (r->closed) luaL_error(L, "attempt to use a closed HTTP request");
+  return r;
+}
 
 /* Pins the running request r (its userdata at stack index idx) so that it lives until done, and
  * links it into its session's list of running requests. A registry reference, not a table keyed
@@ -371,55 +590,79 @@ static void notify(lua_State *L, Request *r) {
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   lua_pop(L, 1);
+  Hub *h = r->s->hub;
+  if (h) {
+    h->news++;
+    hub_timer(h); /* a host with loop hooks steps at once */
+  }
+}
+
+/* Gives an easy handle back to the session's pool (or frees it when the pool is full). */
+static void easy_release(Session *s, CURL *e) {
+  const lh_curl_api *c = s->c;
+  /* drop per-request pointers before pooling: they die with the request */
+  c->curl_easy_setopt(e, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+  c->curl_easy_setopt(e, CURLOPT_ERRORBUFFER, (char *)NULL);
+  if (s->npool < POOL_MAX && !s->closed) s->pool[s->npool++] = e;
+  else c->curl_easy_cleanup(e);
 }
 
 /* The transfer is over: keep its results, give the easy handle back to the pool. */
 static void request_finish(lua_State *L, Request *r, CURLcode result) {
   Session *s = r->s;
-  if (r->state != REQ_RUNNING) return;
-  r->state = REQ_DONE;
+  if (!r->running) return;
+  const lh_curl_api *c = s->c;
+  r->running = 0;
   r->result = result;
-  if (s && r->easy) {
-    const lh_curl_api *c = s->c;
-    c->curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
-    c->curl_multi_remove_handle(s->multi, r->easy);
-    /* drop per-request pointers before pooling: they die with r */
-    c->curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-    c->curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, (char *)NULL);
-    if (s->npool < POOL_MAX) s->pool[s->npool++] = r->easy;
-    else c->curl_easy_cleanup(r->easy);
-    r->easy = NULL;
-    s->inflight--;
-  }
-  if (r->headers && s) s->c->curl_slist_free_all(r->headers);
+  c->curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+  c->curl_multi_remove_handle(s->multi, r->easy);
+  easy_release(s, r->easy);
+  r->easy = NULL;
+  s->inflight--;
+  c->curl_slist_free_all(r->headers);
   r->headers = NULL;
-  if (s && r->ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
-    unpin(L, s, r);
-    notify(L, r);
-    lua_pop(L, 1);
-  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+  unpin(L, s, r);
+  notify(L, r);
+  lua_pop(L, 1);
 }
 
+/* Releases whatever the request acquired, on every path (close, __gc, a start that failed half
+ * way): aborts its transfer, frees its header list, buffers and events; leaves it closed.
+ * Idempotent. */
 static void request_release(lua_State *L, Request *r) {
-  if (r->state == REQ_RUNNING) {
+  if (r->running) {
     request_finish(L, r, CURLE_ABORTED_BY_CALLBACK);
     snprintf(r->errbuf, sizeof r->errbuf, "the request was closed before it completed");
   }
-  buf_free(&r->body);
-  buf_free(&r->head);
+  if (r->easy) easy_release(r->s, r->easy); /* acquired, never started */
+  r->easy = NULL;
+  if (r->headers) r->s->c->curl_slist_free_all(r->headers);
+  r->headers = NULL;
+  lh_buf_free(&r->body);
+  lh_buf_free(&r->head);
   events_clear(r);
   lh_sse_free(r->sse);
   r->sse = NULL;
+  r->notify = 0;
+  r->closed = 1;
 }
 
+/* request:close(): aborts the transfer if running and frees the request. Idempotent (a closed
+ * request's close, __close and __gc do nothing more); also __close. */
 static int l_request_close(lua_State *L) {
-  Request *r = check_request(L, 1);
-  if (r->kept) { /* handed over out of a to-be-closed scope: the new owner closes it */
+  Request *r = (Request *)luaL_checkudata(L, 1, REQUEST_MT);
+  if (r->kept && !r->closed) { /* handed over out of a to-be-closed scope: the new owner closes it */
     r->kept = 0;
     return 0;
   }
   request_release(L, r);
+  return 0;
+}
+
+/* A running request is pinned, so only lua_close finalises one still running. */
+static int l_request_gc(lua_State *L) {
+  request_release(L, (Request *)luaL_checkudata(L, 1, REQUEST_MT));
   return 0;
 }
 
@@ -442,86 +685,74 @@ static CURL *new_easy(Session *s) {
   return e;
 }
 
-/* session:request(method, url, body, headers, timeout_ms, idle_timeout_ms, stream, once), or
- * session:request{method=, url=, body=, headers=, timeout_ms=, idle_timeout_ms=, stream=, once=}
- * -> request, already started. headers: {"Name: value", ...} added to the session's; body: a
- * string (JSON); idle_timeout_ms: for streams, instead of a total timeout; once: never sent twice
- * (see on_prereq). The positional form saves the hot path a table. */
-static int l_request(lua_State *L) {
-  static const char *const fields[] = {"method", "url", "body", "headers", "timeout_ms",
-                                       "idle_timeout_ms", "stream", "once"};
-  Session *s = check_session(L, 1);
-  const lh_curl_api *c = s->c;
-  if (lua_istable(L, 2)) { /* to the positional form: slots 2..9 */
-    lua_settop(L, 2);
-    for (int i = 0; i < 8; i++) lua_getfield(L, 2, fields[i]);
-    lua_remove(L, 2);
-    if (lua_isnil(L, 2)) {
-      lua_pushliteral(L, "GET");
-      lua_replace(L, 2);
-    }
+/* What a request asks for, from either form of session:request. The strings live on the stack. */
+typedef struct RequestSpec {
+  const char *method, *url, *body;
+  size_t body_len;
+  int body_idx, headers_idx; /* stack indices; 0: none */
+  lua_Integer nheaders;
+  long timeout_ms, idle_ms;
+  int stream, once;
+} RequestSpec;
+
+/* session:request{method=, url=, body=, headers=, timeout=, timeout_ms=, idle_timeout_ms=,
+ * stream=, once=}: timeout in seconds (or timeout_ms). */
+static void request_fields(lua_State *L, RequestSpec *q) {
+  luaL_checkstack(L, 12, NULL); /* every value stays on the stack */
+  q->method = field_string(L, 2, "method", "request", "GET");
+  if (!(q->url = field_string(L, 2, "url", "request", NULL))) field_error(L, "url", "request", "string");
+  if (field(L, 2, "body", LUA_TSTRING, "request")) q->body = lua_tolstring(L, q->body_idx = lua_gettop(L), &q->body_len);
+  if (field(L, 2, "headers", LUA_TTABLE, "request")) q->headers_idx = lua_gettop(L);
+  q->timeout_ms = (long)field_integer(L, 2, "timeout_ms", "request", 0);
+  if (field(L, 2, "timeout", LUA_TNUMBER, "request")) {
+    lua_Number t = lua_tonumber(L, -1);
+    q->timeout_ms = t > 0 ? (long)(t * 1000 + 0.999) : 0;
   }
+  q->idle_ms = (long)field_integer(L, 2, "idle_timeout_ms", "request", 0);
+  lua_getfield(L, 2, "stream");
+  q->stream = lua_toboolean(L, -1);
+  lua_getfield(L, 2, "once");
+  q->once = lua_toboolean(L, -1);
+}
+
+/* session:request(method, url, body, headers, timeout_ms, idle_timeout_ms, stream, once): the
+ * client's hot path, without a table. */
+static void request_args(lua_State *L, RequestSpec *q) {
   lua_settop(L, 9);
-  const char *method = luaL_checkstring(L, 2);
-  const char *url = luaL_checkstring(L, 3);
-  /* The token goes with every request of the session: only ever to the session's own server. */
-  if (s->prefix && strncmp(url, s->prefix, strlen(s->prefix)) != 0)
-    return luaL_error(L, "refusing a request outside %s", s->prefix);
-  size_t body_len = 0;
-  const char *body = luaL_optlstring(L, 4, NULL, &body_len);
-  long timeout_ms = (long)luaL_optinteger(L, 6, 0);
-  long idle_ms = (long)luaL_optinteger(L, 7, 0);
-  int stream = lua_toboolean(L, 8);
-  int once = lua_toboolean(L, 9);
-
-  Request *r = (Request *)lua_newuserdatauv(L, sizeof(Request), 3); /* session, body, task */
-  memset(r, 0, sizeof *r);
-  r->ref = LUA_NOREF;
-  r->state = REQ_DONE; /* created finished: nothing to release until started */
-  r->result = CURLE_FAILED_INIT;
-  luaL_setmetatable(L, REQUEST_MT);
-  int ridx = lua_gettop(L);
-  lua_pushvalue(L, 1); /* the request keeps its session alive */
-  lua_setiuservalue(L, ridx, 1);
-  r->s = s;
-  r->max_body = s->max_body;
-  r->once = once;
-  if (stream && !(r->sse = lh_sse_new(on_sse_event, r, s->max_body))) return luaL_error(L, "out of memory");
-
-  struct curl_slist *headers = body ? s->base_json : s->base;
-  if (lua_istable(L, 5) && lua_rawlen(L, 5) > 0) {
-    for (struct curl_slist *p = headers; p; p = p->next) r->headers = slist_add(c, r->headers, p->data, "");
-    for (lua_Integer i = 1; lua_rawgeti(L, 5, i) == LUA_TSTRING; i++) {
-      r->headers = slist_add(c, r->headers, lua_tostring(L, -1), "");
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    headers = r->headers;
+  q->method = luaL_checkstring(L, 2);
+  q->url = luaL_checkstring(L, 3);
+  if ((q->body = luaL_optlstring(L, 4, NULL, &q->body_len))) q->body_idx = 4;
+  if (!lua_isnil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    q->headers_idx = 5;
   }
+  q->timeout_ms = (long)luaL_optinteger(L, 6, 0);
+  q->idle_ms = (long)luaL_optinteger(L, 7, 0);
+  q->stream = lua_toboolean(L, 8);
+  q->once = lua_toboolean(L, 9);
+}
 
-  CURL *e = s->npool > 0 ? s->pool[--s->npool] : new_easy(s);
-  if (!e) return luaL_error(L, "cannot create a transfer: out of memory");
-  /* What changes per request; the rest was set once in new_easy(). */
-  c->curl_easy_setopt(e, CURLOPT_URL, url);
+/* The options that change per request on e; the rest was set once in new_easy(). Method and body
+ * are set on every use, so a pooled handle carries nothing over. */
+static void easy_setup(const lh_curl_api *c, CURL *e, Request *r, const RequestSpec *q,
+                       const struct curl_slist *headers) {
+  c->curl_easy_setopt(e, CURLOPT_URL, q->url);
   c->curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
   c->curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r);
   c->curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r);
   c->curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
   c->curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
   c->curl_easy_setopt(e, CURLOPT_PREREQDATA, (void *)r);
-  c->curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+  c->curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, q->timeout_ms);
   /* For streams: an idle timeout (no byte for idle_ms) instead of a total one. */
-  c->curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, idle_ms > 0 ? 1L : 0L);
-  c->curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, idle_ms > 0 ? (idle_ms + 999) / 1000 : 0L);
-  /* Method and body: set on every use, so a pooled handle carries nothing over. */
-  int is_get = strcmp(method, "GET") == 0, is_post = strcmp(method, "POST") == 0;
-  c->curl_easy_setopt(e, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
-  if (body) {
+  c->curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, q->idle_ms > 0 ? 1L : 0L);
+  c->curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, q->idle_ms > 0 ? (q->idle_ms + 999) / 1000 : 0L);
+  int is_get = strcmp(q->method, "GET") == 0, is_post = strcmp(q->method, "POST") == 0;
+  c->curl_easy_setopt(e, CURLOPT_NOBODY, strcmp(q->method, "HEAD") == 0 ? 1L : 0L);
+  if (q->body) {
     c->curl_easy_setopt(e, CURLOPT_POST, 1L);
-    c->curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    c->curl_easy_setopt(e, CURLOPT_POSTFIELDS, body); /* not copied: the request holds the string */
-    lua_pushvalue(L, 4);
-    lua_setiuservalue(L, ridx, 2);
+    c->curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+    c->curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->body); /* not copied: the request holds the string */
   } else if (is_post || !is_get) {
     c->curl_easy_setopt(e, CURLOPT_POST, is_post ? 1L : 0L);
     if (!is_post) c->curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
@@ -530,17 +761,65 @@ static int l_request(lua_State *L) {
   } else {
     c->curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
-  c->curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, (is_get || is_post) ? (const char *)NULL : method);
+  c->curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, (is_get || is_post) ? (const char *)NULL : q->method);
+}
 
-  CURLMcode mc = c->curl_multi_add_handle(s->multi, e);
-  if (mc != CURLM_OK) {
-    c->curl_easy_cleanup(e);
-    return luaL_error(L, "cannot start transfer: %s", c->curl_multi_strerror(mc));
+/* Acquires the request's parts (event parser, header list, easy handle) and starts it. Returns
+ * NULL, or why not (request_release then frees the part acquired). */
+static const char *request_start(lua_State *L, Session *s, Request *r, const RequestSpec *q) {
+  const lh_curl_api *c = s->c;
+  if (q->stream && !(r->sse = lh_sse_new(on_sse_event, r, s->max_body))) return "out of memory";
+  const struct curl_slist *headers = q->body ? s->base_json : s->base;
+  if (q->nheaders > 0) {
+    if (lines_add(c, &r->headers, headers, L, q->headers_idx, q->nheaders) != 0) return "out of memory";
+    headers = r->headers;
   }
-  r->easy = e;
-  r->state = REQ_RUNNING;
-  r->result = CURLE_OK;
+  r->easy = s->npool > 0 ? s->pool[--s->npool] : new_easy(s);
+  if (!r->easy) return "out of memory";
+  easy_setup(c, r->easy, r, q, headers);
+  CURLMcode mc = c->curl_multi_add_handle(s->multi, r->easy);
+  if (mc != CURLM_OK) return c->curl_multi_strerror(mc);
+  r->running = 1;
   s->inflight++;
+  return NULL;
+}
+
+/* session:request(...) or session:request{...} (see request_args and request_fields) -> request,
+ * already started. headers: {"Name: value", ...} added to the session's; body: a string (JSON);
+ * idle_timeout_ms: for streams, instead of a total timeout; once: never sent twice (on_prereq). */
+static int l_request(lua_State *L) {
+  Session *s = check_session(L, 1);
+  RequestSpec q;
+  memset(&q, 0, sizeof q);
+  if (lua_istable(L, 2)) request_fields(L, &q);
+  else request_args(L, &q);
+  if (q.headers_idx) q.nheaders = check_lines(L, q.headers_idx, "request");
+  /* The token goes with every request of the session: only ever to the session's own server. */
+  if (s->prefix && strncmp(q.url, s->prefix, strlen(s->prefix)) != 0)
+    return luaL_error(L, "refusing a request outside %s", s->prefix);
+
+  Request *r = (Request *)lua_newuserdatauv(L, sizeof(Request), 3); /* session, body, task */
+  memset(r, 0, sizeof *r); /* created closed: release has nothing to free until acquired */
+  r->closed = 1;
+  r->ref = LUA_NOREF;
+  r->result = CURLE_FAILED_INIT;
+  r->s = s;
+  r->max_body = s->max_body;
+  r->once = q.once;
+  luaL_setmetatable(L, REQUEST_MT);
+  int ridx = lua_gettop(L);
+  lua_pushvalue(L, 1); /* the request keeps its session alive */
+  lua_setiuservalue(L, ridx, 1);
+  if (q.body_idx) { /* and the body curl sends from */
+    lua_pushvalue(L, q.body_idx);
+    lua_setiuservalue(L, ridx, 2);
+  }
+  const char *err = request_start(L, s, r, &q);
+  if (err) {
+    request_release(L, r);
+    return luaL_error(L, "cannot start transfer: %s", err);
+  }
+  r->closed = 0;
   pin(L, s, r, ridx);
   lua_settop(L, ridx);
   return 1;
@@ -549,11 +828,48 @@ static int l_request(lua_State *L) {
 /* ---------------------------------------------------------------------------------------------
  * Driving transfers */
 
-/* Runs the session's transfers and finishes the completed ones. */
-static void session_perform(lua_State *L, Session *s) {
+/* Whether a step must drive s: transfers in flight, or sockets or a timer libcurl still wants. */
+static int busy(const Session *s) { return s->inflight > 0 || s->nsocks > 0 || s->deadline >= 0; }
+
+/* Collects the sockets of the busy sessions into h->pfd (their sessions in h->owner); returns
+ * how many, and in *next the earliest time a step is due (-1: none). A busy session with neither
+ * socket nor timer (libcurl always gives one or the other) is looked at again within 50 ms. */
+static int gather_fds(Hub *h, long long *next) {
+  int n = 0;
+  *next = hub_next(h);
+  for (Session *s = h->sessions; s; s = s->next) {
+    if (!busy(s)) continue;
+    if (n + s->nsocks > h->cap) {
+      int cap = 2 * (n + s->nsocks) + 16;
+      struct pollfd *p = (struct pollfd *)realloc(h->pfd, (size_t)cap * sizeof *p);
+      if (p) h->pfd = p;
+      Session **o = p ? (Session **)realloc(h->owner, (size_t)cap * sizeof *o) : NULL;
+      if (o) h->owner = o;
+      if (!p || !o) { /* out of memory: poll what fits, and look again soon */
+        long long soon = now_ms() + BLIND_WAIT_MS;
+        if (*next < 0 || soon < *next) *next = soon;
+        continue;
+      }
+      h->cap = cap;
+    }
+    for (int i = 0; i < s->nsocks; i++, n++) {
+      h->pfd[n].fd = s->socks[i].fd;
+      h->pfd[n].events = s->socks[i].events;
+      h->pfd[n].revents = 0;
+      h->owner[n] = s;
+    }
+    if (s->nsocks == 0 && s->deadline < 0) {
+      long long blind = now_ms() + BLIND_WAIT_MS;
+      if (*next < 0 || blind < *next) *next = blind;
+    }
+  }
+  return n;
+}
+
+/* Finishes the completed transfers of s. */
+static void finish_done(lua_State *L, Session *s) {
   const lh_curl_api *c = s->c;
-  int running, left;
-  c->curl_multi_perform(s->multi, &running);
+  int left;
   CURLMsg *m;
   while ((m = c->curl_multi_info_read(s->multi, &left))) {
     if (m->msg != CURLMSG_DONE) continue;
@@ -574,97 +890,70 @@ static void notify_streams(lua_State *L, Session *s) {
   }
 }
 
-/* Collects the open sessions with transfers in flight onto the stack; returns how many. */
-static int active_sessions(lua_State *L, Session **out, int max) {
-  int n = 0;
-  lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pop(L, 1);
-    Session *s = (Session *)lua_touserdata(L, -1);
-    if (s && !s->closed && s->inflight > 0 && n < max) out[n++] = s;
+/* Hands libcurl what the poll found: each ready socket, then every timer that is due. */
+static void act(Hub *h, int nfds) {
+  int running;
+  for (int i = 0; i < nfds; i++) {
+    short re = h->pfd[i].revents;
+    if (!re) continue;
+    int mask = ((re & (POLLIN | POLLHUP)) ? CURL_CSELECT_IN : 0) | ((re & POLLOUT) ? CURL_CSELECT_OUT : 0) |
+               ((re & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0);
+    Session *s = h->owner[i];
+    s->c->curl_multi_socket_action(s->multi, h->pfd[i].fd, mask, &running);
   }
-  lua_pop(L, 1);
-  return n;
+  long long now = now_ms();
+  for (Session *s = h->sessions; s; s = s->next)
+    if (s->deadline >= 0 && s->deadline <= now)
+      s->c->curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 }
 
-/* The sockets of sessions ss[0..n) as pollfds (at most max), and in *wait the shortest of their
- * timers (-1: none; 50 ms when curl has no socket yet, e.g. while it resolves a name). */
-static int collect_fds(Session **ss, int n, struct pollfd *fds, int max, long *wait) {
-  int nfds = 0;
-  *wait = -1;
-  for (int i = 0; i < n; i++) {
-    fd_set r, w, x;
-    int maxfd = -1;
+/* One turn of every session: wait up to timeout_ms for activity (sockets, libcurl's timers; a
+ * transfer just added counts as due at once), or just sleep when nothing is in flight
+ * (letta.sleep, retry backoff); then hand libcurl what is ready and finish what completed. */
+static void step(lua_State *L, Hub *h, int timeout_ms) {
+  long long next;
+  int nfds = gather_fds(h, &next);
+  int wait = h->news ? 0 : timeout_ms;
+  if (wait > 0 && next >= 0) {
+    long long due = next - now_ms();
+    if (due < wait) wait = due > 0 ? (int)due : 0;
+  }
+  if (nfds > 0 || wait > 0) poll(h->pfd, (nfds_t)nfds, wait);
+  act(h, nfds);
+  long long now = now_ms();
+  for (Session *s = h->sessions; s; s = s->next) {
+    if (!busy(s)) continue;
+    finish_done(L, s);
+    notify_streams(L, s);
+    /* libcurl only calls the timer callback when its timer changes: read it back after acting,
+     * so that a timer that fired is never taken for one still pending */
     long t = -1;
-    FD_ZERO(&r);
-    FD_ZERO(&w);
-    FD_ZERO(&x);
-    ss[i]->c->curl_multi_fdset(ss[i]->multi, &r, &w, &x, &maxfd);
-    ss[i]->c->curl_multi_timeout(ss[i]->multi, &t);
-    if (t >= 0 && (*wait < 0 || t < *wait)) *wait = t;
-    if (maxfd < 0 && (*wait < 0 || *wait > 50)) *wait = 50;
-    for (int fd = 0; fd <= maxfd && nfds < max; fd++) {
-      short ev = (short)((FD_ISSET(fd, &r) ? POLLIN : 0) | (FD_ISSET(fd, &w) ? POLLOUT : 0) |
-                         (FD_ISSET(fd, &x) ? POLLPRI : 0));
-      if (ev) {
-        fds[nfds].fd = fd;
-        fds[nfds].events = ev;
-        fds[nfds].revents = 0;
-        nfds++;
-      }
-    }
+    s->c->curl_multi_timeout(s->multi, &t);
+    s->deadline = t < 0 ? -1 : now + t;
   }
-  return nfds;
-}
-
-/* Waits up to timeout_ms for activity on any of the sessions (or a curl timer). */
-static void wait_sessions(Session **ss, int n, int timeout_ms) {
-  if (n == 1) { /* the common case: let curl poll its own sockets and timers */
-    ss[0]->c->curl_multi_poll(ss[0]->multi, NULL, 0, timeout_ms, NULL);
-    return;
-  }
-  struct pollfd fds[256];
-  long wait;
-  int nfds = collect_fds(ss, n, fds, 256, &wait);
-  if (wait >= 0 && wait < timeout_ms) timeout_ms = (int)wait;
-  if (timeout_ms > 0) poll(fds, (nfds_t)nfds, timeout_ms);
-}
-
-/* One turn of every session: wait up to timeout_ms for activity (sockets, curl's timers; a
- * transfer just added counts as due at once), or just sleep when nothing is in flight (letta.sleep,
- * retry backoff); then perform. Waiting first means one perform per wake-up: performing on sockets
- * with nothing to read costs a failed recv() per transfer. */
-static void step(lua_State *L, int timeout_ms) {
-  Session *ss[64];
-  int n = active_sessions(L, ss, 64);
-  if (timeout_ms > 0) {
-    lua_getfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
-    int news = lua_rawlen(L, -1) > 0;
-    lua_pop(L, 1);
-    if (!news) {
-      if (n > 0) wait_sessions(ss, n, timeout_ms);
-      else poll(NULL, 0, timeout_ms);
-    }
-  }
-  for (int i = 0; i < n; i++) session_perform(L, ss[i]);
-  for (int i = 0; i < n; i++) notify_streams(L, ss[i]);
 }
 
 /* http.step(timeout_ms) -> list of the tasks (given to request:notify) whose requests have news:
  * finished, or stream events. Never blocks longer than timeout_ms (0 = poll). */
 static int l_step(lua_State *L) {
   int timeout_ms = (int)luaL_optinteger(L, 1, 0);
-  step(L, timeout_ms < 0 ? 0 : timeout_ms);
+  Hub *h = hub_of(L);
+  h->wake = -1; /* the scheduler is turning: it says again when it needs the next turn */
+  step(L, h, timeout_ms < 0 ? 0 : timeout_ms);
+  h->told = -2; /* the host's timer is one-shot and may have fired: tell it again */
   lua_getfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
   int list = lua_gettop(L);
   lua_Integer n = (lua_Integer)lua_rawlen(L, list), k = 0;
-  if (n == 0) return 1; /* the empty list serves again */
+  if (n == 0) {
+    hub_timer(h);
+    return 1; /* the empty list serves again */
+  }
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
+  h->news = 0;
   for (lua_Integer i = 1; i <= n; i++) { /* in place: request -> its task (notified once) */
     lua_rawgeti(L, list, i);
-    Request *r = check_request(L, -1);
+    Request *r = (Request *)luaL_checkudata(L, -1, REQUEST_MT); /* closed ones too: their task waits */
     r->queued = 0;
     r->notify = 0;
     if (lua_getiuservalue(L, -1, 3) != LUA_TNIL) lua_rawseti(L, list, ++k);
@@ -677,18 +966,36 @@ static int l_step(lua_State *L) {
     lua_pushnil(L);
     lua_rawseti(L, list, i);
   }
+  hub_timer(h);
   return 1;
 }
 
+/* http.wake(ms): the scheduler's next turn is due in ms (a sleeping task, a task ready to run);
+ * nil: none. Only for the host's timer hook and lh_pollfds' timeout; cleared by http.step. */
+static int l_wake(lua_State *L) {
+  Hub *h = hub_of(L);
+  h->wake = lua_isnoneornil(L, 1) ? -1 : now_ms() + (luaL_checkinteger(L, 1) > 0 ? lua_tointeger(L, 1) : 0);
+  hub_timer(h);
+  return 0;
+}
+
 int lh_http_pollfds(lua_State *L, struct pollfd *fds, int max, int *timeout_ms) {
-  Session *ss[64];
-  long wait;
-  int nfds = collect_fds(ss, active_sessions(L, ss, 64), fds, max, &wait);
-  lua_getfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
-  if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) wait = 0; /* news waiting: step now */
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &hub_key) != LUA_TUSERDATA) { /* letta.http never opened */
+    lua_pop(L, 1);
+    if (timeout_ms) *timeout_ms = -1;
+    return 0;
+  }
+  Hub *h = (Hub *)lua_touserdata(L, -1);
   lua_pop(L, 1);
-  if (timeout_ms) *timeout_ms = (int)wait;
-  return nfds;
+  long long next;
+  int n = gather_fds(h, &next);
+  if (n > max) n = max;
+  if (fds && n > 0) memcpy(fds, h->pfd, (size_t)n * sizeof *fds);
+  if (timeout_ms) {
+    long long due = next < 0 ? -1 : next - now_ms();
+    *timeout_ms = next < 0 ? -1 : due > 0 ? (due > 0x7fffffff ? 0x7fffffff : (int)due) : 0;
+  }
+  return n;
 }
 
 /* http.now() -> seconds on a monotonic clock, for timers. */
@@ -701,9 +1008,8 @@ static int l_now(lua_State *L) {
 
 /* http.inflight() -> number of transfers running in all sessions. */
 static int l_inflight(lua_State *L) {
-  Session *ss[64];
-  int n = active_sessions(L, ss, 64), total = 0;
-  for (int i = 0; i < n; i++) total += ss[i]->inflight;
+  int total = 0;
+  for (Session *s = hub_of(L)->sessions; s; s = s->next) total += s->inflight;
   lua_pushinteger(L, total);
   return 1;
 }
@@ -713,23 +1019,28 @@ static int l_inflight(lua_State *L) {
 static int l_request_wait(lua_State *L) {
   Request *r = check_request(L, 1);
   int slice = (int)luaL_optinteger(L, 2, 100);
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, NOWAIT_KEY) == LUA_TSTRING)
+    return luaL_error(L, "%s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  Hub *h = hub_of(L);
+  long long t0 = now_ms();
   for (;;) {
-    if (r->state != REQ_RUNNING || r->first) break;
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    long spent = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (!r->running || r->first) break;
+    long long spent = now_ms() - t0;
     if (spent >= slice) break;
-    step(L, (int)(slice - spent));
+    step(L, h, (int)(slice - spent));
   }
-  lua_pushboolean(L, r->state != REQ_RUNNING || r->first != NULL);
+  hub_timer(h);
+  lua_pushboolean(L, !r->running || r->first != NULL);
   return 1;
 }
 
-/* A running request is pinned, so only lua_close finalises one still running. */
-static int l_request_gc(lua_State *L) {
-  request_release(L, check_request(L, 1));
+/* http.refuse_blocking(message): from now on request:wait raises message instead of blocking
+ * (the sandbox: see loop.refuse_blocking; scripts reach requests through client.session). */
+static int l_refuse_blocking(lua_State *L) {
+  luaL_checkstring(L, 1);
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, NOWAIT_KEY);
   return 0;
 }
 
@@ -748,7 +1059,7 @@ static int l_request_streaming(lua_State *L) {
 }
 
 static int l_request_done(lua_State *L) {
-  lua_pushboolean(L, check_request(L, 1)->state != REQ_RUNNING);
+  lua_pushboolean(L, !check_request(L, 1)->running);
   return 1;
 }
 
@@ -797,7 +1108,7 @@ static const char *error_kind(const Request *r) {
  * "timeout", "resolve", "connect", "tls", "reset", "too_large", "aborted", "transport". */
 static int l_request_result(lua_State *L) {
   Request *r = check_request(L, 1);
-  if (r->state == REQ_RUNNING) return luaL_error(L, "the request is still running");
+  if (r->running) return luaL_error(L, "the request is still running");
   const char *kind = error_kind(r);
   lua_pushinteger(L, kind ? (r->status > 0 && r->result != CURLE_OPERATION_TIMEDOUT ? r->status : 0) : r->status);
   if (kind) {
@@ -809,7 +1120,7 @@ static int l_request_result(lua_State *L) {
                                   "(it may have been applied; not sent again)"
                                 : "the connection closed after the request was sent, with no answer");
     else if (r->errbuf[0]) lua_pushstring(L, r->errbuf);
-    else lua_pushstring(L, r->s ? r->s->c->curl_easy_strerror(r->result) : "transfer failed");
+    else lua_pushstring(L, r->s->c->curl_easy_strerror(r->result));
     return 4;
   }
   lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
@@ -858,7 +1169,7 @@ static int l_request_events(lua_State *L) {
     lua_rawseti(L, -2, ++i);
   }
   events_clear(r);
-  if (r->paused && r->state == REQ_RUNNING && r->s && r->easy) {
+  if (r->paused && r->running) {
     r->paused = 0;
     r->s->c->curl_easy_pause(r->easy, CURLPAUSE_CONT);
   }
@@ -872,13 +1183,14 @@ static int l_request_notify(lua_State *L) {
   lua_settop(L, 2);
   r->notify = !lua_isnil(L, 2);
   lua_setiuservalue(L, 1, 3);
-  if (r->notify && (r->state != REQ_RUNNING || r->first)) notify(L, r);
+  if (r->notify && (!r->running || r->first)) notify(L, r);
   return 0;
 }
 
+/* __tostring: never raises, closed or not (as liolib's "file (closed)"). */
 static int l_request_tostring(lua_State *L) {
-  Request *r = check_request(L, 1);
-  lua_pushfstring(L, "letta.http.Request (%s)", r->state == REQ_RUNNING ? "running" : "done");
+  Request *r = (Request *)luaL_checkudata(L, 1, REQUEST_MT);
+  lua_pushfstring(L, "letta.http.Request (%s)", r->closed ? "closed" : r->running ? "running" : "done");
   return 1;
 }
 
@@ -891,19 +1203,12 @@ int luaopen_letta_http(lua_State *L) {
       {"streaming", l_request_streaming}, {"keep", l_request_keep},   {"close", l_request_close},
       {NULL, NULL}};
   static const luaL_Reg fns[] = {
-      {"session", l_session}, {"step", l_step}, {"inflight", l_inflight}, {"now", l_now}, {NULL, NULL}};
+      {"session", l_session}, {"step", l_step},   {"wake", l_wake},
+      {"inflight", l_inflight}, {"now", l_now}, {"refuse_blocking", l_refuse_blocking}, {NULL, NULL}};
 
   lh_class(L, SESSION_MT, session_methods, l_session_close, l_session_close, l_session_tostring);
   lh_class(L, REQUEST_MT, request_methods, l_request_gc, l_request_close, l_request_tostring);
-  if (lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
-  } else lua_pop(L, 1);
+  hub_of(L)->news = 0; /* the notify list starts empty */
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, NOTIFY_KEY);
   luaL_newlib(L, fns);

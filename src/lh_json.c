@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "lauxlib.h"
+#include "lh_util.h"
 
 #define LH_JSON_MAXDEPTH 1000
 
@@ -286,39 +287,20 @@ int lh_json_decode(lua_State *L, const char *s, size_t len, int array_mt, int ob
  * Encoding. The output buffer is a userdata so that an error raised midway frees it (no leak
  * through longjmp). */
 
-typedef struct {
-  char *data;
-  size_t len, cap;
-} Buf;
-
 static int buf_gc(lua_State *L) {
-  Buf *b = (Buf *)lua_touserdata(L, 1);
-  free(b->data);
-  b->data = NULL;
+  lh_buf_free((lh_buf *)lua_touserdata(L, 1));
   return 0;
 }
 
-static void buf_grow(lua_State *L, Buf *b, size_t need) {
-  if (b->len + need <= b->cap) return;
-  size_t cap = b->cap ? b->cap : 256;
-  while (cap < b->len + need) cap *= 2;
-  char *p = (char *)realloc(b->data, cap);
-  if (!p) luaL_error(L, "json: out of memory");
-  b->data = p;
-  b->cap = cap;
-}
-
-static void buf_add(lua_State *L, Buf *b, const char *s, size_t n) {
-  buf_grow(L, b, n);
-  memcpy(b->data + b->len, s, n);
-  b->len += n;
+static void buf_add(lua_State *L, lh_buf *b, const char *s, size_t n) {
+  if (lh_buf_add(b, s, n)) luaL_error(L, "json: out of memory");
 }
 
 #define buf_addlit(L, b, s) buf_add(L, b, s, sizeof(s) - 1)
 
 typedef struct {
   lua_State *L;
-  Buf *b;
+  lh_buf *b;
   int depth;
   int array_mt, object_mt;
 } Encoder;
@@ -326,8 +308,7 @@ typedef struct {
 static void encode_string(Encoder *e, const char *s, size_t len) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *p = (const unsigned char *)s, *end = p + len;
-  buf_grow(e->L, e->b, len + 2);
-  e->b->data[e->b->len++] = '"';
+  buf_add(e->L, e->b, "\"", 1);
   while (p < end) {
     const unsigned char *run = p;
     while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') p++;
@@ -479,7 +460,7 @@ int lh_json_encode(lua_State *L, int idx, int array_mt, int object_mt) {
   idx = lua_absindex(L, idx);
   array_mt = lua_absindex(L, array_mt);
   object_mt = lua_absindex(L, object_mt);
-  Buf *b = (Buf *)lua_newuserdatauv(L, sizeof(Buf), 0);
+  lh_buf *b = (lh_buf *)lua_newuserdatauv(L, sizeof(lh_buf), 0);
   memset(b, 0, sizeof *b);
   lua_createtable(L, 0, 2);
   lua_pushcfunction(L, buf_gc);
@@ -488,8 +469,7 @@ int lh_json_encode(lua_State *L, int idx, int array_mt, int object_mt) {
   Encoder e = {L, b, 0, array_mt, object_mt};
   encode_value(&e, idx);
   lua_pushlstring(L, b->data, b->len);
-  free(b->data);
-  b->data = NULL;
+  lh_buf_free(b);
   lua_remove(L, -2); /* the buffer box */
   return 1;
 }

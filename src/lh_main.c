@@ -1,6 +1,6 @@
 /* lettash, the command-line host: lua.c's behaviour (options, arg, error handling, REPL) over the
  * lettash runtime. As in lua.c, everything runs inside one protected call of pmain, and SIGINT only
- * sets a hook that raises "interrupted!" in the running chunk. */
+ * sets a hook that raises the letta.Error "interrupted" in the running chunk. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,10 +32,27 @@ static int interactive_tty = 0; /* stdin is a terminal: prompts, line editing, h
 /* ---------------------------------------------------------------------------------------------
  * Interruption (Ctrl-C, and SIGTERM the same way, so a script's cleanup runs when it is stopped) */
 
+/* The error Ctrl-C raises: require("letta.errors").interrupted(), a letta.Error with code
+ * "interrupted" that prints "interrupted". Callers test the code (errors.is), never the text. */
+static int new_interrupted(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "letta.errors");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "interrupted");
+  lua_call(L, 0, 1);
+  return 1;
+}
+
 static void lstop(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
-  luaL_error(L, "interrupted!");
+  lua_pushcfunction(L, new_interrupted);
+  /* (protected: a hook that fails to build its error, out of memory, still interrupts) */
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "interrupted");
+  }
+  lua_error(L);
 }
 
 static void laction(int sig) {
@@ -204,9 +221,7 @@ static int handle_script(lua_State *L, char **argv) {
 static int collectargs(char **argv, int *first) {
   int args = 0;
   int i;
-  if (argv[0] != NULL) {
-    /* the name in messages stays "lettash" whatever argv[0] is */
-  } else {
+  if (argv[0] == NULL) { /* (the name in messages stays "lettash" whatever argv[0] is) */
     *first = -1;
     return 0;
   }
@@ -234,8 +249,7 @@ static int collectargs(char **argv, int *first) {
         if (argv[i][2] != '\0') return has_error;
         args |= has_v;
         break;
-      case 'e': args |= has_e; /* fallthrough */
-        /* FALLTHROUGH */
+      case 'e': args |= has_e; /* FALLTHROUGH */
       case 'l':
         if (argv[i][2] == '\0') {
           i++;

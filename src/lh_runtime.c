@@ -16,7 +16,7 @@
 #include "lh_embedded.h"
 #include "lh_http.h"
 #include "lh_json.h"
-#include "lh_store.h"
+#include "lh_lmdb.h"
 #include "lh_util.h"
 #include "lmdb.h"
 #include "lualib.h"
@@ -40,11 +40,18 @@ const char *lh_version_lmdb(void) {
   return buf;
 }
 
+/* As lua.c's msghandler, except that the error object's __tostring runs protected: one that
+ * raises, yields or returns a non-string would otherwise raise inside the handler, which Lua
+ * answers by calling the handler again, until "error in error handling". */
 int lh_traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     /* an error object (a letta.Error): its message alone, as lua.c prints it */
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    if (luaL_getmetafield(L, 1, "__tostring") != LUA_TNIL) {
+      lua_pushvalue(L, 1);
+      if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) return 1;
+      lua_pop(L, 1);
+    }
     msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   }
   luaL_traceback(L, L, msg, 1);

@@ -4,25 +4,21 @@
 #include "lh_sse.h"
 
 #include <limits.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define LH_SSE_DEFAULT_MAX ((size_t)16 << 20)
+#include "lh_util.h"
 
-typedef struct {
-  char *s; /* NUL-terminated once allocated */
-  size_t len, cap;
-} lh_sse_buf;
+#define LH_SSE_DEFAULT_MAX ((size_t)16 << 20)
 
 struct lh_sse {
   lh_sse_callback cb;
   void *ud;
-  size_t max;      /* bound on one line and on one event's data */
-  lh_sse_buf line; /* a partial line carried over from the previous chunk */
-  lh_sse_buf data; /* every data value of the current event, each followed by '\n' */
-  lh_sse_buf type; /* the event type buffer; empty means "message" */
-  lh_sse_buf id;   /* the last event id buffer: persists across events */
+  size_t max;  /* bound on one line and on one event's data */
+  lh_buf line; /* a partial line carried over from the previous chunk */
+  lh_buf data; /* every data value of the current event, each followed by '\n' */
+  lh_buf type; /* the event type buffer; empty means "message" */
+  lh_buf id;   /* the last event id buffer: persists across events */
   long retry;
   int bom;     /* BOM bytes matched at the start of the stream; -1 once past the start */
   int skip_lf; /* the last chunk ended in a CR line end: a leading LF completes that CRLF */
@@ -31,25 +27,9 @@ struct lh_sse {
 
 static const unsigned char bom_bytes[3] = {0xEF, 0xBB, 0xBF};
 
-/* Makes room for n more bytes and a NUL; the capacity doubles so growth is amortised. */
-static int buf_reserve(lh_sse_buf *b, size_t n) {
-  if (b->cap > b->len && n < b->cap - b->len) return 0;
-  if (n >= SIZE_MAX - b->len) return LH_SSE_ENOMEM;
-  size_t need = b->len + n + 1, cap = b->cap ? b->cap : 64;
-  while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-  char *s = realloc(b->s, cap);
-  if (!s) return LH_SSE_ENOMEM;
-  b->s = s;
-  b->cap = cap;
-  return 0;
-}
-
-static int buf_append(lh_sse_buf *b, const char *s, size_t n) {
-  if (buf_reserve(b, n)) return LH_SSE_ENOMEM;
-  if (n) memcpy(b->s + b->len, s, n);
-  b->len += n;
-  b->s[b->len] = '\0';
-  return 0;
+/* lh_buf_add with the parser's error code. */
+static int buf_append(lh_buf *b, const char *s, size_t n) {
+  return lh_buf_add(b, s, n) ? LH_SSE_ENOMEM : 0;
 }
 
 /* Adds to the carried-over partial line, which may not outgrow the limit. */
@@ -61,19 +41,20 @@ static int line_append(lh_sse *p, const char *s, size_t n) {
 /* The empty line: dispatches the event if it has data, and starts the next one either way. */
 static int dispatch(lh_sse *p) {
   if (p->data.len == 0) {
-    p->type.len = 0;
+    lh_buf_reset(&p->type);
     return 0;
   }
-  p->data.s[--p->data.len] = '\0'; /* the '\n' after the last data line */
+  p->data.data[--p->data.len] = '\0'; /* the '\n' after the last data line */
   lh_sse_event ev;
-  ev.event = p->type.len ? p->type.s : "message";
-  ev.data = p->data.s;
+  ev.event = p->type.len ? p->type.data : "message";
+  ev.data = p->data.data;
   ev.data_len = p->data.len;
-  ev.id = p->id.s ? p->id.s : "";
+  ev.id = p->id.data ? p->id.data : "";
   ev.retry = p->retry;
-  p->data.len = 0;
-  p->type.len = 0;
-  return p->cb(p->ud, &ev);
+  int rc = p->cb(p->ud, &ev); /* (which may not feed the parser: the buffers stay as they are) */
+  lh_buf_reset(&p->data);
+  lh_buf_reset(&p->type);
+  return rc;
 }
 
 static int field_is(const char *name, size_t n, const char *want) {
@@ -93,15 +74,13 @@ static int process_line(lh_sse *p, const char *s, size_t n) {
   if (field_is(s, name_len, "data")) {
     /* the event would be dispatched with at least data.len + vlen bytes */
     if (p->data.len > p->max || vlen > p->max - p->data.len) return LH_SSE_ETOOBIG;
-    if (buf_reserve(&p->data, vlen + 1)) return LH_SSE_ENOMEM;
-    buf_append(&p->data, v, vlen);
-    buf_append(&p->data, "\n", 1);
+    if (lh_buf_add(&p->data, v, vlen) || lh_buf_addc(&p->data, '\n')) return LH_SSE_ENOMEM;
   } else if (field_is(s, name_len, "event")) {
-    p->type.len = 0;
+    lh_buf_reset(&p->type);
     return buf_append(&p->type, v, vlen);
   } else if (field_is(s, name_len, "id")) {
     if (memchr(v, '\0', vlen)) return 0;
-    p->id.len = 0;
+    lh_buf_reset(&p->id);
     return buf_append(&p->id, v, vlen);
   } else if (field_is(s, name_len, "retry")) {
     long r = 0;
@@ -148,8 +127,8 @@ static int feed(lh_sse *p, const char *buf, size_t len) {
     int rc;
     if (p->line.len) {
       rc = line_append(p, buf + i, eol - i);
-      if (rc == 0) rc = process_line(p, p->line.s, p->line.len);
-      p->line.len = 0;
+      if (rc == 0) rc = process_line(p, p->line.data, p->line.len);
+      lh_buf_reset(&p->line);
     } else {
       rc = process_line(p, buf + i, eol - i);
     }
@@ -181,9 +160,9 @@ int lh_sse_feed(lh_sse *p, const char *buf, size_t len) {
 
 void lh_sse_free(lh_sse *p) {
   if (!p) return;
-  free(p->line.s);
-  free(p->data.s);
-  free(p->type.s);
-  free(p->id.s);
+  lh_buf_free(&p->line);
+  lh_buf_free(&p->data);
+  lh_buf_free(&p->type);
+  lh_buf_free(&p->id);
   free(p);
 }

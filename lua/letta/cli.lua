@@ -4,6 +4,7 @@
 -- with exit status 1 (spec.error_status; 130 when interrupted). See scripts/onboard.lua for the shape of a script.
 local letta = require "letta"
 local clientlib = require "letta.client"
+local errors = require "letta.errors"
 local json = letta.json
 
 local type, tostring, tonumber, ipairs, setmetatable, getmetatable, pcall, error =
@@ -86,12 +87,14 @@ Usage.__tostring = function(e) return e.message end
 -- cli.usage_error(message): raise from a script for a bad command line.
 function _M.usage_error(message) error(setmetatable({ message = message }, Usage), 0) end
 
--- The one line to show for an error value: a letta.Error prints itself; a library's own message
--- ("letta.users: ...") loses the position and the module prefix; a Lua error keeps its position
--- (it is a bug, and the position says where).
+-- The one line to show for an error value: a library's refusal (errors.refusal: "letta.users:
+-- ...") its message alone; another letta.Error prints itself; a Lua error keeps its position (it
+-- is a bug, and the position says where).
 function _M.message(err)
   local msg
-  if type(err) == "string" then
+  if errors.is(err) and err.module then
+    msg = err.message
+  elseif type(err) == "string" then
     msg = err
   else
     local mt = getmetatable(err)
@@ -101,13 +104,17 @@ function _M.message(err)
       msg = "(error object is a " .. type(err) .. " value)"
     end
   end
-  msg = msg:gsub("^[^\n]-%.lua:%d+: (letta[%w_%.]*: )", "%1")
-  -- a malformed id refused by letta.client before any request: what was expected, and what came
-  msg = msg:gsub("^[^\n]-:%d+: bad argument #%d+ to '[%w_]+' %(([%w ]+ id expected: [^\n]*)%)$", "%1")
-  msg = msg:gsub("^letta%.[%w_]+: ", "")
   msg = msg:gsub("%s*\n%s*", " "):gsub("%s+$", "")
   if msg == "" then msg = "failed" end
   return msg
+end
+
+-- cli.check_id(v, what) -> v, or a command-line mistake when v cannot be an id of that kind
+-- ("agent id"): "agent id expected: agent-<uuid>, got 'x'", before any request.
+function _M.check_id(v, what)
+  local why = clientlib.id_problem(v, what)
+  if why then _M.usage_error(why) end
+  return v
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -293,7 +300,7 @@ function _M.main(spec, argv)
     code = err
   else
     local msg = _M.message(err)
-    if msg:match("interrupted!$") then msg, code = "interrupted", 130 else code = spec.error_status or 1 end
+    if errors.is(err, "interrupted") then code = 130 else code = spec.error_status or 1 end
     io.stdout:flush()
     io.stderr:write(spec.name, ": ", msg, "\n")
   end

@@ -5,6 +5,7 @@ local http = require "letta.http"
 local json = require "letta.json"
 local loop = require "letta.loop"
 local errors = require "letta.errors"
+local retry = require "letta.retry"
 local core = require "letta.core"
 
 local type, tostring, pairs, ipairs, setmetatable, error, select = type, tostring, pairs, ipairs, setmetatable, error, select
@@ -40,17 +41,25 @@ function _M.is_id(v, prefix)
   return type(v) == "string" and v:match("^" .. prefix .. "%-" .. UUID4 .. "$") ~= nil
 end
 
--- check_id(v, n, fname, what): v must be a non-empty string, and for the kinds of ID_PREFIX
--- ("agent id", ...) of the form the server accepts: a malformed id is refused before any request.
-function _M.check_id(v, n, fname, what)
+-- id_problem(v, what) -> nil when v can be an id of that kind ("agent id", ...: a non-empty
+-- string, for the kinds of ID_PREFIX of the form the server accepts), else what is wrong with it
+-- ("agent id expected: agent-<uuid>, got 'x'"). Scripts check their arguments with it.
+function _M.id_problem(v, what)
   if type(v) ~= "string" or v == "" then
-    argerror(n, fname, (what or "id") .. " expected, got " .. (v == "" and "empty string" or type(v)))
+    return (what or "id") .. " expected, got " .. (v == "" and "empty string" or type(v))
   end
   local prefix = ID_PREFIX[what]
   if prefix and not _M.is_id(v, prefix) then
     local shown = #v > 60 and v:sub(1, 57) .. "..." or v
-    argerror(n, fname, string.format("%s expected: %s-<uuid>, got '%s'", what, prefix, (shown:gsub("%c", "?"))))
+    return string.format("%s expected: %s-<uuid>, got '%s'", what, prefix, (shown:gsub("%c", "?")))
   end
+end
+
+-- check_id(v, n, fname, what): raises an argument error when id_problem finds one, so that a
+-- malformed id is refused before any request.
+function _M.check_id(v, n, fname, what)
+  local why = _M.id_problem(v, what)
+  if why then argerror(n, fname, why) end
   return v
 end
 
@@ -85,35 +94,10 @@ local function query_string(q)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- Retries
+-- Retries: when and how long is letta.retry's (the official SDKs' policy); what is safe to
+-- repeat without asking is the methods that cannot duplicate anything.
 
 local SAFE = { GET = true, HEAD = true, PUT = true, DELETE = true, PATCH = true }
-
-
--- Seconds to wait before retry number n (0-based), from the headers or exponential backoff.
-local function retry_delay(headers, n)
-  local ms = tonumber(headers["retry-after-ms"] or "")
-  if ms and ms >= 0 then return ms / 1000 end
-  local s = tonumber(headers["retry-after"] or "")
-  if s and s >= 0 and s <= 60 then return s end
-  return math.min(0.5 * 2 ^ n, 8.0) * (1 - 0.25 * math.random())
-end
-
--- Whether a failed attempt may be repeated. A request that may have reached the server is only
--- repeated when repeating it cannot duplicate anything (the method is safe, or the caller says so).
--- retry_500 = false: a 500 is an answer, not a hiccup (Letta answers 500 for some bad requests).
-local function should_retry(err, headers, safe, retry_500)
-  local hint = headers["x-should-retry"]
-  if hint == "false" then return false end
-  if err.status == 500 and retry_500 == false then return false end
-  if err.status == 0 then
-    if err.code == "connect" or err.code == "resolve" then return true end -- nothing was sent
-    return safe and (err.code == "timeout" or err.code == "reset")
-  end
-  if hint == "true" then return safe or err.status == 429 end
-  if err.status == 429 then return true end -- refused before any processing
-  return safe and (err.status == 408 or err.status == 409 or err.status >= 500)
-end
 
 -- ---------------------------------------------------------------------------------------------
 -- Requests
@@ -166,11 +150,11 @@ function Client:request(method, path, opts)
   while true do
     local ok, res, headers = attempt(self, method, url, path, body, opts.headers, timeout_ms, not safe, opts.stream)
     if ok then return res end
-    if tries >= self.max_retries or not should_retry(res, headers, safe, opts.retry_500) then
+    if tries >= self.max_retries or not retry.should(res, headers, safe, opts.retry_500) then
       res.attempts = tries + 1
       error(res, 2)
     end
-    loop.sleep(retry_delay(headers, tries))
+    loop.sleep(retry.delay(tries, headers))
     tries = tries + 1
   end
 end
@@ -324,24 +308,19 @@ function Client:close()
 end
 Client.__close = Client.close
 
--- letta.client{base_url=, token=, timeout=60, max_retries=2, connect_timeout=10, ca_file=, ca_from=,
--- insecure=false, max_body=64 MiB, user_id=, project_id=, headers={}} -> client. Unset: base_url from
--- the embedding host or LETTA_BASE_URL, token from the host or LETTA_API_KEY / LETTA_PASSWORD,
--- ca_file from LETTA_CA_FILE / CURL_CA_BUNDLE / SSL_CERT_FILE (+ SSL_CERT_DIR). ca_from names where
--- ca_file came from, in messages (default "ca_file"). A bad value from the environment, or a CA file
--- that cannot be read, raises a letta.Error with code "config" (one line naming it).
-function _M.new(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("bad argument #1 to 'client' (table expected, got " .. type(opts) .. ")", 2) end
-  local function num(k, def)
-    local v = opts[k]
-    if v == nil then return def end
-    if type(v) ~= "number" or v < 0 then
-      error(string.format("bad argument #1 to 'client' (%s must be a non-negative number)", k), 3)
-    end
-    return v
+-- opts[k], a non-negative number, or def when unset (an error names the caller of letta.client).
+local function number_opt(opts, k, def)
+  local v = opts[k]
+  if v == nil then return def end
+  if type(v) ~= "number" or v < 0 then
+    error(string.format("bad argument #1 to 'client' (%s must be a non-negative number)", k), 3)
   end
-  local host = core.defaults() or {} -- what an embedding host configured (lh_config)
+  return v
+end
+
+-- The server's URL without trailing slashes, and where it came from ("LETTA_BASE_URL", "default",
+-- nil when given): the option, the host's, LETTA_BASE_URL, else http://localhost:8283.
+local function resolve_url(opts, host)
   local base_url, url_from = opts.base_url or host.base_url, nil
   if base_url == nil then
     local env = getenv("LETTA_BASE_URL")
@@ -353,10 +332,14 @@ function _M.new(opts)
     url_from = env and "LETTA_BASE_URL" or "default"
   end
   if not _M.check_url(base_url) then
-    error("bad argument #1 to 'client' (base_url must be an http:// or https:// URL)", 2)
+    error("bad argument #1 to 'client' (base_url must be an http:// or https:// URL)", 3)
   end
-  -- token_from: the variable the token came from, "none" when neither is set (named on a 401),
-  -- nil when the caller or the host gave it
+  return _M.check_url(base_url), url_from
+end
+
+-- The token and where it came from: the variable ("LETTA_API_KEY", "LETTA_PASSWORD"), "none"
+-- when neither is set (named on a 401), nil when the caller or the host gave it.
+local function resolve_token(opts, host)
   local token, token_from = opts.token, nil
   if token == nil then token = host.token end
   if token == nil then
@@ -364,11 +347,16 @@ function _M.new(opts)
     if token == nil then token, token_from = getenv("LETTA_PASSWORD"), "LETTA_PASSWORD" end
     if token == nil then token_from = "none" end
   end
-  if token ~= nil and type(token) ~= "string" then error("bad argument #1 to 'client' (token must be a string)", 2) end
-  -- the CA to verify the server with (nil: libcurl's default bundle)
+  if token ~= nil and type(token) ~= "string" then error("bad argument #1 to 'client' (token must be a string)", 3) end
+  return token, token_from
+end
+
+-- The CA to verify the server with, {file=, dir=, from=} (nil: libcurl's default bundle), checked
+-- readable now.
+local function resolve_ca(opts)
   local ca
   if opts.ca_file ~= nil then
-    if type(opts.ca_file) ~= "string" then error("bad argument #1 to 'client' (ca_file must be a string)", 2) end
+    if type(opts.ca_file) ~= "string" then error("bad argument #1 to 'client' (ca_file must be a string)", 3) end
     ca = { file = opts.ca_file, from = opts.ca_from or "ca_file" }
   elseif not opts.insecure then
     local file, dir, from = _M.ca_from_env()
@@ -382,18 +370,38 @@ function _M.new(opts)
     local ok, why = _M.check_ca_file(ca.dir, "SSL_CERT_DIR", true)
     if not ok then config_error(why) end
   end
+  return ca
+end
+
+-- The headers sent with every request: opts.headers, user_id, X-Project-Id.
+local function extra_headers(opts)
   local headers = {}
   for _, h in ipairs(opts.headers or {}) do headers[#headers + 1] = h end
   if opts.user_id then headers[#headers + 1] = "user_id: " .. opts.user_id end
   if opts.project_id then headers[#headers + 1] = "X-Project-Id: " .. opts.project_id end
+  return headers
+end
+
+-- letta.client{base_url=, token=, timeout=60, max_retries=2, connect_timeout=10, ca_file=, ca_from=,
+-- insecure=false, max_body=64 MiB, user_id=, project_id=, headers={}} -> client. Unset: base_url from
+-- the embedding host or LETTA_BASE_URL, token from the host or LETTA_API_KEY / LETTA_PASSWORD,
+-- ca_file from LETTA_CA_FILE / CURL_CA_BUNDLE / SSL_CERT_FILE (+ SSL_CERT_DIR). ca_from names where
+-- ca_file came from, in messages (default "ca_file"). A bad value from the environment, or a CA file
+-- that cannot be read, raises a letta.Error with code "config" (one line naming it).
+function _M.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #1 to 'client' (table expected, got " .. type(opts) .. ")", 2) end
+  local host = core.defaults() or {} -- what an embedding host configured (lh_config)
+  local base_url, url_from = resolve_url(opts, host)
+  local token, token_from = resolve_token(opts, host)
+  local ca = resolve_ca(opts)
   if opts.insecure then
     io.stderr:write("lettash: warning: TLS certificate verification is off (insecure = true)\n")
   end
-  base_url = _M.check_url(base_url)
   local self = setmetatable({
     base_url = base_url,
-    timeout = num("timeout", 60),
-    max_retries = math.floor(num("max_retries", 2)),
+    timeout = number_opt(opts, "timeout", 60),
+    max_retries = math.floor(number_opt(opts, "max_retries", retry.POLICY.max_retries)),
     authenticated = token ~= nil and token ~= "",
     token_from = token_from,
     url_from = url_from, -- "LETTA_BASE_URL", "default" or nil (given)
@@ -401,12 +409,12 @@ function _M.new(opts)
     session = http.session{
       token = token ~= "" and token or nil,
       user_agent = "lettash/" .. core.version,
-      connect_timeout_ms = math.floor(num("connect_timeout", 10) * 1000),
-      max_body = math.floor(num("max_body", 64 * 1024 * 1024)),
+      connect_timeout_ms = math.floor(number_opt(opts, "connect_timeout", 10) * 1000),
+      max_body = math.floor(number_opt(opts, "max_body", 64 * 1024 * 1024)),
       ca_file = ca and ca.file,
       ca_path = ca and ca.dir,
       insecure = opts.insecure and true or false,
-      headers = headers,
+      headers = extra_headers(opts),
       prefix = base_url .. "/", -- the transport sends the token nowhere else
     },
   }, Client)
@@ -416,6 +424,5 @@ function _M.new(opts)
 end
 
 _M.Client = Client
-_M.query_string = query_string
 
 return _M

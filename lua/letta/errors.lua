@@ -25,17 +25,23 @@ local CODES = {
   [422] = "unprocessable_entity", [429] = "rate_limited",
 }
 
+-- Codes of failures that are not the server's or the network's: an error with one of them prints
+-- as its message alone. "config": a bad setting or environment variable; "interrupted": Ctrl-C or
+-- SIGTERM (lettash's hook raises it; never retried); "map_full": the local store could not grow.
+local PLAIN = { config = true, interrupted = true, map_full = true }
+
 -- "<status> <reason>: <message> (<method> <path>): <hint>", where hint (optional) says what to do.
 -- An HTML page from a proxy reads "502 Bad Gateway from the proxy in front of Letta (...)"; an
--- error in the configuration (code "config") is its message alone.
+-- error with a code of PLAIN is its message alone.
 function Error:__tostring()
+  if self.module then return self.module .. ": " .. self.message end
   local where = self.method and string.format(" (%s %s)", self.method, self.path or "?") or ""
   local hint = self.hint and ": " .. self.hint or ""
   if self.status and self.status > 0 then
     if self.html then return string.format("%d %s%s%s", self.status, self.message, where, hint) end
     return string.format("%d %s: %s%s%s", self.status, REASONS[self.status] or "Error", self.message, where, hint)
   end
-  if self.code == "config" then return self.message .. where .. hint end
+  if PLAIN[self.code] then return self.message .. where .. hint end
   return string.format("%s: %s%s%s", self.code or "error", self.message, where, hint)
 end
 
@@ -102,6 +108,19 @@ function _M.new(fields)
   return e
 end
 
+-- refusal(module, message [, code]) -> what a library module raises when it refuses a call
+-- before doing anything (an argument judged by its meaning, a store that already holds records, a
+-- user not onboarded): code "refused" unless given, printed "<module>: <message>" ("letta.store:
+-- ..."); scripts (letta.cli) print the message alone.
+function _M.refusal(module, message, code)
+  return _M.new{ status = 0, code = code or "refused", module = module, message = message, retryable = false }
+end
+
+-- interrupted() -> the error Ctrl-C raises: code "interrupted", printed "interrupted".
+function _M.interrupted()
+  return _M.new{ status = 0, code = "interrupted", message = "interrupted", retryable = false }
+end
+
 -- is(v [, code]) -> true if v is a letta.Error (with that code).
 function _M.is(v, code)
   return getmetatable(v) == Error and (code == nil or v.code == code)
@@ -120,6 +139,5 @@ function _M.not_applied(err)
 end
 
 _M.Error = Error
-_M.reason = function(status) return REASONS[status] end
 
 return _M

@@ -2,9 +2,13 @@
 -- inside a task (a coroutine started by letta.spawn) yields until its transfer has news, so other
 -- tasks run meanwhile; the same call outside a task drives the loop itself until it is done.
 -- Hosts with a frame tick call step(0) once per frame (see the embedding API).
+-- As luv's luv_run, the loop refuses reentry: run, step or a wait that would drive the loop,
+-- called while a task is running (from its body, or code it calls), raises "loop already
+-- running" instead of hanging (the task that called it could never be resumed).
 local http = require "letta.http"
 
 local coroutine, setmetatable, table, select, error, math = coroutine, setmetatable, table, select, error, math
+local string, tostring = string, tostring
 local unpack = table.unpack
 
 local _M = {}
@@ -15,6 +19,9 @@ local tasks = setmetatable({}, { __mode = "k" }) -- coroutine -> task
 local ready = {} -- tasks to resume on the next step (after a plain yield or a join)
 local sleepers = {} -- {task, wake}: tasks sleeping until a time
 local live = 0 -- tasks not finished
+local running = 0 -- task resumes on the stack: > 0 while the loop runs a task
+local barrier = nil -- while code that must not wait runs (see unyielding): the message to raise
+local blocking = nil -- set by refuse_blocking: waits outside a task raise it
 
 local Task = { __name = "letta.Task" }
 Task.__index = Task
@@ -27,6 +34,14 @@ local function current_task()
   local co, is_main = coroutine.running()
   if is_main then return nil end
   return tasks[co]
+end
+
+-- Raises when the caller may not drive the loop (it would reenter it or wait inside code that
+-- must not wait). level 3: the waiting function's caller.
+local function refuse_wait()
+  if barrier then error(barrier, 3) end
+  if blocking then error(blocking, 3) end
+  if running > 0 then error("loop already running", 3) end
 end
 
 local resume
@@ -46,8 +61,15 @@ local function after(task, ok, ...)
   if (...) ~= AWAIT then ready[#ready + 1] = task end -- a plain yield: run again next step
 end
 
+-- (coroutine.resume never raises: running always comes back down)
+local function resumed(task, ...)
+  running = running - 1
+  return after(task, ...)
+end
+
 resume = function(task, ...)
-  return after(task, coroutine.resume(task.co, ...))
+  running = running + 1
+  return resumed(task, coroutine.resume(task.co, ...))
 end
 
 -- spawn(fn, ...) -> task: runs fn(...) as a task, at once, until it first waits.
@@ -60,10 +82,18 @@ function _M.spawn(fn, ...)
   return task
 end
 
+-- Milliseconds until the first sleeper wakes (0 if one is due).
+local function until_wake()
+  local next_wake = math.huge
+  for _, s in ipairs(sleepers) do next_wake = math.min(next_wake, s.wake) end
+  return math.max(0, math.ceil((next_wake - http.now()) * 1000))
+end
+
 -- One turn of the loop: runs ready tasks, advances every transfer (waiting at most timeout_ms
 -- when nothing is ready), resumes the tasks whose requests have news. Returns the number of
 -- unfinished tasks.
 function _M.step(timeout_ms)
+  if running > 0 then error("loop already running", 2) end
   timeout_ms = timeout_ms or 0
   if #ready > 0 then
     local batch = ready
@@ -73,28 +103,27 @@ function _M.step(timeout_ms)
     end
     timeout_ms = 0
   end
-  local now = http.now()
-  if #sleepers > 0 then
-    local next_wake = math.huge
-    for _, s in ipairs(sleepers) do next_wake = math.min(next_wake, s.wake) end
-    timeout_ms = math.max(0, math.min(timeout_ms, math.ceil((next_wake - now) * 1000)))
-  end
+  if #sleepers > 0 then timeout_ms = math.min(timeout_ms, until_wake()) end
   for _, task in ipairs(http.step(timeout_ms)) do -- tasks whose requests have news
     if not task.done then resume(task) end
   end
   if #sleepers > 0 then
-    now = http.now()
+    local now = http.now()
     local still = {}
     for _, s in ipairs(sleepers) do
       if s.wake <= now then resume(s.task) else still[#still + 1] = s end
     end
     sleepers = still
   end
+  -- A host driven by lh_loop_hooks steps only when a socket or its timer says so: tell it when
+  -- the tasks only this loop knows of (joined, sleeping) need the next turn.
+  if #ready > 0 then http.wake(0) elseif #sleepers > 0 then http.wake(until_wake()) end
   return live
 end
 
 -- Blocks (driving the loop) until cond() is true.
 local function drive_until(cond)
+  refuse_wait()
   while not cond() do _M.step(100) end
 end
 
@@ -105,6 +134,7 @@ function _M.await(req)
     req:notify(task) -- http.step() hands the task back when the request has news
     coroutine.yield(AWAIT)
   else
+    refuse_wait()
     -- Blocks in C in slices of 100 ms, so that Ctrl-C (a Lua hook) can interrupt between them.
     while not req:wait(100) do end
   end
@@ -118,6 +148,7 @@ function _M.sleep(seconds)
     sleepers[#sleepers + 1] = { task = task, wake = wake }
     coroutine.yield(AWAIT)
   else
+    refuse_wait()
     while http.now() < wake do
       _M.step(math.max(1, math.ceil((wake - http.now()) * 1000)))
     end
@@ -145,7 +176,12 @@ end
 function _M.gather(...)
   local list = select("#", ...) == 1 and type((...)) == "table" and getmetatable((...)) ~= Task and (...) or { ... }
   local ts = {}
-  for i, t in ipairs(list) do ts[i] = type(t) == "function" and _M.spawn(t) or t end
+  for i, t in ipairs(list) do
+    if type(t) ~= "function" and getmetatable(t) ~= Task then -- (else: a wait nothing can end)
+      error(string.format("bad argument to 'gather' (task or function expected, got %s)", type(t)), 2)
+    end
+    ts[i] = type(t) == "function" and _M.spawn(t) or t
+  end
   for _, t in ipairs(ts) do
     if not t.done then
       local task = current_task()
@@ -167,10 +203,104 @@ end
 
 -- run(): drives the loop until every task has finished.
 function _M.run()
+  if running > 0 then error("loop already running", 2) end
   while _M.step(100) > 0 do end
+end
+
+-- unyielding(message, fn, ...) -> fn(...)'s results. Runs fn in a coroutine of its own, where
+-- every wait (a request awaited, sleep, task:wait, a semaphore) raises message, as does a yield
+-- (then fn is not resumed: its to-be-closed variables are closed). The store runs transactions
+-- so: nothing may hold LMDB's write lock across the network.
+function _M.unyielding(message, fn, ...)
+  local saved = barrier
+  barrier = message
+  local co = coroutine.create(fn)
+  local res = table.pack(coroutine.resume(co, ...))
+  barrier = saved
+  if coroutine.status(co) ~= "dead" then
+    coroutine.close(co)
+    error(message, 0) -- (no position: where it yielded is gone with the coroutine)
+  end
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, res.n)
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- A counting semaphore: at most `limit` holders at once. Tasks wait in a queue, without polling,
+-- and are served first come, first served; release and resize hand free slots to them.
+
+local Semaphore = { __name = "letta.Semaphore" }
+Semaphore.__index = Semaphore
+
+local function check_limit(n, fname)
+  if math.type(n) ~= "integer" or n < 0 then
+    error("bad argument #1 to '" .. fname .. "' (non-negative integer expected, got " .. tostring(n) .. ")", 3)
+  end
+  return n
+end
+
+-- semaphore(n) -> sem: sem.limit = n, sem.used = slots held.
+function _M.semaphore(n)
+  return setmetatable({ limit = check_limit(n, "semaphore"), used = 0, queue = {}, head = 1, tail = 0 }, Semaphore)
+end
+
+function Semaphore:__tostring()
+  return string.format("letta.Semaphore (%d/%d)", self.used, self.limit)
+end
+
+-- Gives free slots to the waiting tasks, in order; each is resumed on the next step.
+local function hand_out(sem)
+  while sem.used < sem.limit and sem.head <= sem.tail do
+    local waiter = sem.queue[sem.head]
+    sem.queue[sem.head], sem.head = nil, sem.head + 1
+    sem.used, waiter.granted = sem.used + 1, true
+    ready[#ready + 1] = waiter.task
+  end
+end
+
+-- sem:acquire(): takes a slot. Inside a task waits in the queue for one; outside a task drives
+-- the loop until one is free.
+function Semaphore:acquire()
+  if self.used < self.limit and self.head > self.tail then
+    self.used = self.used + 1
+    return
+  end
+  local task = current_task()
+  if task then
+    local waiter = { task = task, granted = false }
+    self.tail = self.tail + 1
+    self.queue[self.tail] = waiter
+    repeat coroutine.yield(AWAIT) until waiter.granted -- (news of a request it still holds: wait on)
+  else
+    drive_until(function() return self.used < self.limit and self.head > self.tail end)
+    self.used = self.used + 1
+  end
+end
+
+-- sem:release(): gives a slot back (to the first waiting task, if any).
+function Semaphore:release()
+  if self.used <= 0 then error("letta.Semaphore: release without acquire", 2) end
+  self.used = self.used - 1
+  hand_out(self)
+end
+
+-- sem:resize(n): a new limit. Waiting tasks get the room it makes; holders above a smaller limit
+-- keep their slots until they release them.
+function Semaphore:resize(n)
+  self.limit = check_limit(n, "resize")
+  hand_out(self)
 end
 
 _M.Task = Task
 _M.now = http.now
+
+-- refuse_blocking(message): from now on a wait outside a task (a request, sleep, task:wait,
+-- gather, a semaphore) raises message instead of blocking. The sandbox sets it: a host call
+-- (lh_run_*, lh_call) must not be held for as long as a script likes, which the instruction
+-- budget cannot see (waiting spends no instructions). Inside tasks, waits yield as always.
+function _M.refuse_blocking(message)
+  blocking = message
+  http.refuse_blocking(message) -- and request:wait, which a script can reach through its client
+end
 
 return _M

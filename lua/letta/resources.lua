@@ -285,7 +285,6 @@ function Messages:create_async(agent_id, req)
   check_id(agent_id, 1, "create_async", "agent id")
   return self._c:post("/v1/agents/" .. escape(agent_id) .. "/messages/async", { body = message_body(req, "create_async") })
 end
-Messages.createAsync = Messages.create_async
 function Messages:modify(agent_id, message_id, fields)
   check_id(agent_id, 1, "modify", "agent id")
   check_id(message_id, 2, "modify", "message id")

@@ -4,6 +4,7 @@
 -- read (it lives in the C transport, which also refuses any URL outside that server). The
 -- instruction budget and the memory cap are enforced in C (src/lh_host.c).
 local letta = require "letta"
+local loop = require "letta.loop"
 
 local type, error, pairs, setmetatable, tostring = type, error, pairs, setmetatable, tostring
 local load, collectgarbage, rawget, xpcall = load, collectgarbage, rawget, xpcall
@@ -22,6 +23,9 @@ end
 -- sandbox.env({base_url=, token=}, budget_spent) -> the environment table for untrusted chunks.
 -- budget_spent() tells whether the instruction budget of the current host call ran out.
 function _M.env(opts, budget_spent)
+  -- Nothing may hold the host inside its call (see loop.refuse_blocking): requests and sleeps
+  -- run in tasks, which the host steps.
+  loop.refuse_blocking("a wait outside a task would block the host: run it in a task (letta.spawn)")
   local client = letta.client{ base_url = opts.base_url, token = opts.token }
   opts.token = nil
   local env

@@ -4,6 +4,9 @@
 -- strings; every namespace is an LMDB database. Safe across processes (LMDB's own locking).
 local lmdb = require "letta.lmdb"
 local json = require "letta.json"
+local errors = require "letta.errors"
+local loop = require "letta.loop"
+local retry = require "letta.retry"
 
 local type, error, pcall, pairs, ipairs, setmetatable, tostring, os, string, table, math =
   type, error, pcall, pairs, ipairs, setmetatable, tostring, os, string, table, math
@@ -48,10 +51,28 @@ Store.__close = Store.close
 -- ---------------------------------------------------------------------------------------------
 -- Transactions
 
-local function wrap(ctxn) return setmetatable({ t = ctxn }, Txn) end
-
 -- store:begin(write) -> transaction; close it (or use <close>): uncommitted means aborted.
-function Store:begin(write) return wrap(self.env:begin(write and true or false)) end
+function Store:begin(write)
+  return setmetatable({ t = self.env:begin(write and true or false), path = self.path, full = false }, Txn)
+end
+
+-- The error of a store whose map is full (code "map_full"): update grows the map and runs its
+-- function again; raised as it is when growing did not help.
+local function full_error(path)
+  return errors.new{ status = 0, code = "map_full", module = "letta.store", retryable = false,
+                     message = "no room left in " .. path .. " (its map could not grow enough)" }
+end
+
+-- What the binding's put and commit return: their result, or on a full map (nil, message,
+-- "map_full") the map_full error, raised at the caller of put/insert/commit. The transaction
+-- remembers it, so that a function that caught the error still cannot commit.
+local function written(txn, ok, _, code)
+  if ok == nil and code == "map_full" then
+    txn.full = true
+    error(full_error(txn.path), 3)
+  end
+  return ok
+end
 
 function Txn:get(ns, key)
   local raw = self.t:get(ns, key)
@@ -64,10 +85,10 @@ local function encode(value)
   return json.encode(value)
 end
 
-function Txn:put(ns, key, value) return self.t:put(ns, key, encode(value)) end
+function Txn:put(ns, key, value) return written(self, self.t:put(ns, key, encode(value))) end
 
 -- txn:insert(ns, key, value) -> true, or false when the key already exists (nothing written).
-function Txn:insert(ns, key, value) return self.t:put(ns, key, encode(value), true) end
+function Txn:insert(ns, key, value) return written(self, self.t:put(ns, key, encode(value), true)) end
 
 function Txn:del(ns, key) return self.t:del(ns, key) end
 
@@ -82,37 +103,44 @@ function Txn:each(ns, prefix)
   end
 end
 
-function Txn:commit() self.t:commit() end
+function Txn:commit()
+  if self.full then error(full_error(self.path), 2) end
+  written(self, self.t:commit())
+end
 function Txn:abort() self.t:abort() end
 Txn.close = Txn.abort
 Txn.__close = Txn.abort
 
-local function is_map_full(err) return type(err) == "string" and err:find("MDB_MAP_FULL", 1, true) ~= nil end
+-- A transaction's function runs unyielding (letta.loop): a yield, a request awaited, a sleep or
+-- any other wait inside it raises this, and the transaction is aborted. Otherwise a task waiting
+-- on the network would hold LMDB's write lock (other tasks' and processes' writers would wait or
+-- fail), or a read snapshot that keeps old pages alive.
+_M.NO_YIELD = "store transaction cannot yield"
 
 -- store:read(fn) -> fn(txn)'s results, in a read transaction (a consistent snapshot).
 function Store:read(fn)
   local txn <close> = self:begin(false)
-  return fn(txn)
+  return loop.unyielding(_M.NO_YIELD, fn, txn)
 end
 
+-- One try of update: fn's results once committed.
+local function update_once(self, fn)
+  local txn <close> = self:begin(true)
+  local results = table.pack(loop.unyielding(_M.NO_YIELD, fn, txn))
+  txn:commit()
+  return table.unpack(results, 1, results.n)
+end
+
+local function is_full(e) return errors.is(e, "map_full") end
+
 -- store:update(fn) -> fn(txn)'s results. Commits when fn returns, aborts when it raises. When the
--- map is full, grows it and runs fn again (fn must only touch the store, or be safe to rerun).
+-- map is full, grows it and runs fn again (fn must only touch the store: it cannot wait anyway),
+-- and raises the map_full error when growing did not help.
 function Store:update(fn)
-  for _ = 1, 16 do
-    local txn = self:begin(true)
-    local results = table.pack(pcall(fn, txn))
-    if results[1] then
-      local ok, err = pcall(txn.commit, txn)
-      if ok then return table.unpack(results, 2, results.n) end
-      txn:abort()
-      if not is_map_full(err) then error(err, 0) end
-    else
-      txn:abort()
-      if not is_map_full(results[2]) then error(results[2], 0) end
-    end
-    self.env:grow(2)
-  end
-  error("letta.store: the store could not grow enough", 2)
+  -- the map doubles before each new try, 16 times at most; no wait between tries
+  return retry.call(function() return update_once(self, fn) end, {
+    attempts = 17, base = 0, when = is_full, before_retry = function() self.env:grow(2) end,
+  })
 end
 
 function Store:info() return self.env:info() end
@@ -205,7 +233,8 @@ end
 local function check_setting(key, n)
   if type(key) ~= "string" or key == "" then error("bad argument #" .. n .. " (setting name expected)", 3) end
   if looks_secret(key) then
-    error("letta.store: '" .. key .. "' looks like a secret: keep passwords and tokens in the environment (LETTA_PASSWORD, LETTA_API_KEY), not in the store", 3)
+    error(errors.refusal("letta.store", "'" .. key .. "' looks like a secret: keep passwords and tokens in the "
+                         .. "environment (LETTA_PASSWORD, LETTA_API_KEY), not in the store"), 3)
   end
 end
 
@@ -285,7 +314,77 @@ function Store:export(write)
   end)
 end
 
-local function refuse(fmt, ...) error("letta.store: " .. string.format(fmt, ...), 0) end
+local function refuse(fmt, ...) error(errors.refusal("letta.store", string.format(fmt, ...)), 0) end
+
+-- Inside the import's transaction: refuses a store that holds records unless replace (then
+-- deletes them, leases kept). -> how many it held.
+local function clear_for_import(self, txn, replace)
+  local held, total = counts(txn)
+  if total > 0 and not replace then
+    local parts = {}
+    for _, ns in ipairs(exported()) do
+      if held[ns] > 0 then parts[#parts + 1] = ns .. ": " .. held[ns] end
+    end
+    refuse("the store %s already holds records (%s): import into a new store (LETTA_STORE), or "
+           .. "replace them with --replace", self.path, table.concat(parts, ", "))
+  end
+  if total > 0 then
+    for _, ns in ipairs(exported()) do
+      for key in txn:each(ns) do txn:del(ns, key) end
+    end
+  end
+  return total
+end
+
+-- reader(lines, bad) -> next, lineno: next() is the next non-blank line decoded (nil at the end);
+-- lineno() the number of the line it came from. bad(fmt, ...) refuses the file.
+local function reader(lines, bad)
+  local lineno, started = 0, false
+  local function next_record()
+    while true do
+      local line = lines()
+      if line == nil then return nil end
+      lineno = lineno + 1
+      if line:find("%S") then
+        local ok, v = pcall(json.decode, line)
+        if not ok or type(v) ~= "table" then
+          if not started then bad("not a lettash store export (made by: store.lua export)") end
+          bad("line %d is not JSON", lineno)
+        end
+        started = true
+        return v
+      end
+    end
+  end
+  return next_record, function() return lineno end
+end
+
+local function check_head(head, bad)
+  if head == nil then bad("empty: not a lettash store export (made by: store.lua export)") end
+  if head.format ~= _M.EXPORT_FORMAT or head["end"] then
+    bad("not a lettash store export (made by: store.lua export)")
+  end
+  if math.type(head.version) ~= "integer" or head.version > _M.EXPORT_VERSION then
+    bad("export format version %s is newer than this lettash reads (%d)", tostring(head.version), _M.EXPORT_VERSION)
+  end
+end
+
+-- Refuses a record line that could not have come from an export (or would put a secret in).
+local function check_record(r, lineno, known, bad)
+  if not known[r.ns] then
+    bad("line %d: '%s' is not a namespace this lettash exports (an export of a newer version?)",
+        lineno, tostring(r.ns))
+  end
+  if type(r.key) ~= "string" or r.key == "" or r.value == nil then
+    bad("line %d: a record needs ns, key and value", lineno)
+  end
+  if r.ns == "settings" and looks_secret(r.key) then
+    bad("line %d: setting '%s' looks like a secret: a store never holds one", lineno, r.key)
+  end
+  if r.ns == "users" and (type(r.value) ~= "table" or r.value.username ~= r.key) then
+    bad("line %d: user record '%s' does not name that user", lineno, r.key)
+  end
+end
 
 -- store:import(open, {replace = false, source = "the export"}) -> {records = n, counts = {ns = n},
 -- replaced = n}. open() returns an iterator over the export's lines; it is called again, for a new
@@ -299,44 +398,9 @@ function Store:import(open, opts)
   local known = {}
   for _, ns in ipairs(exported()) do known[ns] = true end
   return self:update(function(txn)
-    local held, total = counts(txn)
-    if total > 0 and not opts.replace then
-      local parts = {}
-      for _, ns in ipairs(exported()) do
-        if held[ns] > 0 then parts[#parts + 1] = ns .. ": " .. held[ns] end
-      end
-      refuse("the store %s already holds records (%s): import into a new store (LETTA_STORE), or "
-             .. "replace them with --replace", self.path, table.concat(parts, ", "))
-    end
-    if total > 0 then
-      for _, ns in ipairs(exported()) do
-        for key in txn:each(ns) do txn:del(ns, key) end
-      end
-    end
-    local lines, lineno, head = open(), 0, nil
-    local function next_record() -- the next non-blank line, decoded (nil at the end)
-      while true do
-        local line = lines()
-        if line == nil then return nil end
-        lineno = lineno + 1
-        if line:find("%S") then
-          local ok, v = pcall(json.decode, line)
-          if not ok or type(v) ~= "table" then
-            if not head then bad("not a lettash store export (made by: store.lua export)") end
-            bad("line %d is not JSON", lineno)
-          end
-          return v
-        end
-      end
-    end
-    head = next_record()
-    if head == nil then bad("empty: not a lettash store export (made by: store.lua export)") end
-    if head.format ~= _M.EXPORT_FORMAT or head["end"] then
-      bad("not a lettash store export (made by: store.lua export)")
-    end
-    if math.type(head.version) ~= "integer" or head.version > _M.EXPORT_VERSION then
-      bad("export format version %s is newer than this lettash reads (%d)", tostring(head.version), _M.EXPORT_VERSION)
-    end
+    local total = clear_for_import(self, txn, opts.replace)
+    local next_record, lineno = reader(open(), bad)
+    check_head(next_record(), bad)
     local n, per = 0, {}
     for ns in pairs(known) do per[ns] = 0 end
     while true do
@@ -344,22 +408,10 @@ function Store:import(open, opts)
       if r == nil then bad("ends before its last line (a truncated export?)") end
       if r["end"] then
         if r.records ~= n then bad("its last line counts %s records, the file holds %d", tostring(r.records), n) end
-        if next_record() ~= nil then bad("line %d: more after the export's last line", lineno) end
+        if next_record() ~= nil then bad("line %d: more after the export's last line", lineno()) end
         break
       end
-      if not known[r.ns] then
-        bad("line %d: '%s' is not a namespace this lettash exports (an export of a newer version?)",
-            lineno, tostring(r.ns))
-      end
-      if type(r.key) ~= "string" or r.key == "" or r.value == nil then
-        bad("line %d: a record needs ns, key and value", lineno)
-      end
-      if r.ns == "settings" and looks_secret(r.key) then
-        bad("line %d: setting '%s' looks like a secret: a store never holds one", lineno, r.key)
-      end
-      if r.ns == "users" and (type(r.value) ~= "table" or r.value.username ~= r.key) then
-        bad("line %d: user record '%s' does not name that user", lineno, r.key)
-      end
+      check_record(r, lineno(), known, bad)
       txn:put(r.ns, r.key, r.value)
       per[r.ns], n = per[r.ns] + 1, n + 1
     end

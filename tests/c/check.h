@@ -8,6 +8,10 @@
 
 extern int lh_check_failures; /* failures in the current test */
 
+/* A loopback server that accepts connections and never answers (tests/c/test_http.c); *port is
+ * its port. For tests that need a transfer to stay in flight. */
+int silent_server(int *port);
+
 #define CHECK(cond)                                                                  \
   do {                                                                               \
     if (!(cond)) {                                                                   \

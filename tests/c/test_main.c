@@ -39,6 +39,11 @@ int lh_check_failures;
   X(test_headers_empty_and_null_input)    \
   X(test_headers_ends_exactly_at_the_buffer_end) \
   X(test_headers_callback_stops_the_parse) \
+  X(test_lmdb_closed_handles_raise)       \
+  X(test_lmdb_open_errors_name_the_field) \
+  X(test_lmdb_open_failing_half_way_releases_everything) \
+  X(test_lmdb_map_full_is_returned_not_raised) \
+  X(test_lmdb_next_checks_arguments_before_opening_a_cursor) \
   X(test_runtime_embedded_library)        \
   X(test_runtime_require_letta)           \
   X(test_runtime_source_tree_override)    \
@@ -51,7 +56,19 @@ int lh_check_failures;
   X(test_sandbox_cannot_read_the_token)   \
   X(test_sandbox_infinite_loop_inside_pcall_is_stopped) \
   X(test_sandbox_memory_cap)              \
-  X(test_sandbox_frozen_globals_and_exports)
+  X(test_sandbox_frozen_globals_and_exports) \
+  X(test_embed_hostile_tostring_of_a_result) \
+  X(test_embed_hostile_exports_table)     \
+  X(test_embed_gc_and_close_metamethods_that_raise) \
+  X(test_embed_error_objects_that_are_not_strings) \
+  X(test_embed_memory_exhausted_while_reporting) \
+  X(test_embed_panic_becomes_err_run)     \
+  X(test_embed_reentry_is_refused)       \
+  X(test_sandbox_waits_never_block_the_host) \
+  X(test_http_session_with_bad_options_acquires_nothing) \
+  X(test_http_request_that_cannot_start_releases_its_header_list) \
+  X(test_http_pollfds_reports_descriptors_above_fd_setsize) \
+  X(test_http_loop_hooks_hear_of_every_socket_and_the_timer)
 
 #define DECLARE(name) void name(void);
 TESTS(DECLARE)

@@ -1,6 +1,6 @@
 /* libFuzzer target for the store's record decoding: the path letta.store takes from an LMDB value
  * to a Lua record. The store keeps records as JSON text, so there is no other decoder: the bytes go
- * into a real LMDB store (letta.lmdb, src/lh_store.c) and come back through lua/letta/store.lua
+ * into a real LMDB store (letta.lmdb, src/lh_lmdb.c) and come back through lua/letta/store.lua
  * (txn:get, txn:each, which call json.decode) and, when a record decodes to a table, through
  * store.put_user/delete_user, which read the fields the workflows read. Inputs: "key\0value" (no
  * NUL: the whole input is the value under a fixed key). Every transaction is aborted, so the file
@@ -13,7 +13,7 @@
 
 #include "lauxlib.h"
 #include "lh_json.h"
-#include "lh_store.h"
+#include "lh_lmdb.h"
 #include "lualib.h"
 
 #ifndef LH_SOURCE_ROOT
@@ -47,6 +47,18 @@ static void cleanup(void) {
   rmdir(dir);
 }
 
+/* letta.store's Lua dependencies (letta.errors, letta.loop, letta.retry...) load from the tree;
+ * letta.http, which the loop needs but the read path never calls, is a stub whose every function
+ * raises (so a call from the read path would abort the run as a bug). */
+static const char *SETUP =
+    "package.path = ...\n"
+    "package.preload['letta.http'] = function()\n"
+    "  return setmetatable({}, {__index = function(_, k)\n"
+    "    return function() error('letta.http.' .. k .. ' called by the store read path', 2) end\n"
+    "  end})\n"
+    "end\n"
+    "return require 'letta.store'\n";
+
 static int setup(lua_State *L) {
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
@@ -55,7 +67,9 @@ static int setup(lua_State *L) {
   lua_pushcfunction(L, luaopen_letta_lmdb);
   lua_setfield(L, -2, "letta.lmdb");
   lua_pop(L, 1);
-  if (luaL_loadfile(L, LH_SOURCE_ROOT "/lua/letta/store.lua") || lua_pcall(L, 0, 1, 0)) return 0;
+  if (luaL_loadstring(L, SETUP)) return 0;
+  lua_pushliteral(L, LH_SOURCE_ROOT "/lua/?.lua;" LH_SOURCE_ROOT "/lua/?/init.lua");
+  if (lua_pcall(L, 1, 1, 0)) return 0;
   int store = lua_gettop(L);
   const char *tmp = getenv("TMPDIR");
   snprintf(dir, sizeof dir, "%s/lh_fuzz_store.XXXXXX", tmp && strlen(tmp) < 32 ? tmp : "/tmp");

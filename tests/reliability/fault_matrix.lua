@@ -15,6 +15,7 @@
 -- The last line is "N passed, N failed" (one per case).
 local lib = dofile((os.getenv("PWD") or ".") .. "/tests/reliability/lib.lua")
 local json = lib.json
+local records = require "letta.users.records"
 
 local opts = lib.parse_args(arg)
 local FULL = opts.full and true or false
@@ -166,7 +167,7 @@ local WORKFLOWS = {
       c.emu:clear_faults()
       if r.code ~= 1 then error("setup: carol's onboarding was to be interrupted: " .. r.stderr, 0) end
       lib.with_store(c, function(s)
-        s:update(function(txn) txn:put("leases", c.agent, { owner = "x", pid = lib.dead_pid(), expires = os.time() + 600 }) end)
+        s:update(function(txn) records.put_lease(txn, c.agent, "x", 600, lib.dead_pid()) end)
       end)
     end,
     run = function(c) return lib.cli(c, "doctor", "--fix") end,

@@ -10,6 +10,8 @@ local support = require "support"
 local emulator = require "emulator"
 local letta = require "letta"
 local store_mod = require "letta.store"
+local records = require "letta.users.records"
+local content_text = require("letta.users.chat").content_text
 local json = letta.json
 
 local _M = { support = support, emulator = emulator, letta = letta, json = json }
@@ -78,7 +80,7 @@ function _M.leave_attached(c, client, username, agent_id, block_id)
   client.agents.blocks:attach(agent_id, block_id)
   _M.with_store(c, function(s)
     s:update(function(txn)
-      txn:put("attachments", agent_id .. "/" .. block_id, { username = username, pid = _M.dead_pid(), since = os.time() })
+      records.put_attachment(txn, agent_id, block_id, username, _M.dead_pid())
     end)
   end)
 end
@@ -181,15 +183,7 @@ end
 function _M.user_messages(state, agent_id, text)
   local n = 0
   for _, m in ipairs((state.messages or {})[agent_id] or {}) do
-    if m.message_type == "user_message" then
-      local content = m.content
-      if type(content) == "table" then
-        local t = {}
-        for _, p in ipairs(content) do t[#t + 1] = p.text or "" end
-        content = table.concat(t)
-      end
-      if content == text then n = n + 1 end
-    end
+    if m.message_type == "user_message" and content_text(m.content) == text then n = n + 1 end
   end
   return n
 end
@@ -212,12 +206,10 @@ function _M.check_import(c, agent_id, texts, state)
   return _M.with_store(c, function(s)
     local n, bad = 0, nil
     s:read(function(txn)
-      for key, j in txn:each("imports") do
-        if key:sub(1, 4) == "run:" then goto continue end -- a run's record (import.interrupted), not an item
+      for key, j in records.each_item(txn) do
         n = n + 1
-        if j.s ~= "done" then bad = bad or ("journal entry not done: " .. key) end
-        if j.s == "done" and not ids[j.id] then bad = bad or ("journal entry points to no passage: " .. key) end
-        ::continue::
+        if not records.is_done(j) then bad = bad or ("journal entry not done: " .. key) end
+        if records.is_done(j) and not ids[j.id] then bad = bad or ("journal entry points to no passage: " .. key) end
       end
     end)
     if bad then return bad end

@@ -109,6 +109,44 @@ describe("lettash command line", function()
     assert.equal(3, lettash({ "-e", "os.exit(3)" }).code)
   end)
 
+  -- Ctrl-C (SIGINT; SIGTERM the same) while a script runs: lettash raises the letta.Error with
+  -- code "interrupted" (not a string to match), so cli.main says "interrupted" and exits 130.
+  local function interrupt(code)
+    local s = support.write_file(dir .. "/s.lua", code)
+    -- (a watchdog kills it if the interrupt is lost, so the spec fails instead of hanging)
+    local r = sh(string.format("%s %s 2> %s/err & pid=$!; sleep 0.5; kill -INT $pid; (sleep 15; kill -9 $pid 2>/dev/null) & wait $pid",
+                               support.quote(support.bin), support.quote(s), dir))
+    return r.code, support.read_file(dir .. "/err"), r.stdout
+  end
+
+  it("raises Ctrl-C as the letta.Error 'interrupted', which scripts tell by its code", function()
+    local code, err, out = interrupt([[
+      local errors = require "letta.errors"
+      local ok, e = pcall(function() while true do end end)
+      print(errors.is(e, "interrupted"), tostring(e))
+    ]])
+    assert.equal(0, code)
+    assert.equal("true\tinterrupted\n", out)
+    assert.equal("", err)
+    code, err = interrupt("while true do end")
+    assert.equal(1, code)
+    assert.equal("lettash: interrupted\n", err)
+  end)
+
+  it("cli.main exits 130 on Ctrl-C, and only then: not for a message that ends like the old one", function()
+    local code, err = interrupt([[
+      require("letta.cli").main{ name = "t", usage = "", summary = "", run = function() while true do end end }
+    ]])
+    assert.equal(130, code)
+    assert.equal("t: interrupted\n", err)
+    local s = support.write_file(dir .. "/s.lua", [[
+      require("letta.cli").main{ name = "t", usage = "", summary = "", run = function() error("was interrupted!", 0) end }
+    ]])
+    local r = lettash({ s })
+    assert.equal(1, r.code)
+    assert.equal("t: was interrupted!\n", r.stderr)
+  end)
+
   it("leaks no memory (valgrind)", function()
     if os.getenv("LETTASH_ASAN") then
       pending("the asan build checks leaks with LeakSanitizer instead")

@@ -111,8 +111,8 @@ describe("client.agents.messages:stream", function()
       if n == 2 then break end
     end
     assert.equal(2, n)
-    assert.is_false(req:streaming()) -- closed: its parser and unread events are gone
-    assert.equal(0, #req:events())
+    assert.equal("letta.http.Request (closed)", tostring(req)) -- its parser and unread events are gone
+    assert.has_error(function() req:events() end, "attempt to use a closed HTTP request")
     assert.equal(0, http.inflight())
     -- and the client goes on working
     assert.equal("ok", client.health:check().status)

@@ -10,6 +10,7 @@ local script_runner = require "script_runner"
 local letta = require "letta"
 local loop = require "letta.loop"
 local import = require "letta.import"
+local records = require "letta.users.records"
 local json = letta.json
 
 local MISSING_AGENT = emulator.missing_id("agent")
@@ -65,9 +66,9 @@ local function journal(store_path, agent)
   local st <close> = letta.store.open(store_path)
   local n, pending = 0, 0
   st:read(function(txn)
-    for _, j in txn:each("imports", agent .. "/") do
+    for _, j in records.each_item(txn, agent) do
       n = n + 1
-      if j.s == "pending" then pending = pending + 1 end
+      if records.is_pending(j) then pending = pending + 1 end
     end
   end)
   return n, pending
@@ -581,5 +582,37 @@ describe("import:", function()
       assert.matches("401", list[1].error)
       assert.equal("bin/lettash scripts/import.lua " .. other .. " - --concurrency 2", list[1].command)
     end)
+  end)
+end)
+
+-- ---------------------------------------------------------------------------------------------
+describe("import: waiting without polling (a semaphore, issue 14)", function()
+  it("a repeated item waits for its first copy, and each worker for a slot, without one loop.sleep", function()
+    local emu = emulator.start{ "--latency-ms", "100" }
+    local dir = support.tmpdir()
+    local st = letta.store.open(dir .. "/store")
+    local c = emu:client()
+    local real_sleep = loop.sleep
+    finally(function()
+      loop.sleep = real_sleep
+      st:close()
+      c:close()
+      emu:stop()
+    end)
+    local agent = emulator.new_agent(c, { name = "bot", memory_blocks = json.array() }).id
+    local lines = {}
+    for i = 1, 12 do lines[#lines + 1] = json.encode({ text = "the same item" }) end
+    for i = 1, 12 do lines[#lines + 1] = json.encode({ text = "item " .. i }) end
+    support.write_file(dir .. "/in.jsonl", table.concat(lines, "\n") .. "\n")
+    local sleeps = 0
+    loop.sleep = function(s) sleeps = sleeps + 1 return real_sleep(s) end
+    local summary = import.run{ client = c, store = st, agent_id = agent, source = dir .. "/in.jsonl",
+                                concurrency = 4, dedupe = "content", progress = false }
+    loop.sleep = real_sleep
+    assert.equal(13, summary.sent)
+    assert.equal(11, summary.skipped)
+    assert.equal(0, summary.failed)
+    assert.equal(0, sleeps) -- nothing failed: nothing to back off from, and no waiting by polling
+    assert.equal(13, emu:count("POST", "/v1/agents/" .. agent .. "/archival-memory"))
   end)
 end)

@@ -7,6 +7,7 @@ local emulator = require "emulator"
 local script_runner = require "script_runner"
 local letta = require "letta"
 local storelib = require "letta.store"
+local records = require "letta.users.records"
 local json = letta.json
 
 local PASSWORD = "pw-Secret-4711" -- the server's password: it must appear in no export
@@ -68,8 +69,8 @@ describe("scripts/store.lua", function()
       local a <close> = storelib.open(ctx.store)
       local carol = a:user("carol")
       a:update(function(txn)
-        txn:put("attachments", agent.id .. "/" .. carol.block_id, { username = "carol", pid = dead, since = os.time() })
-        txn:put("leases", agent.id, { owner = dead .. ":x", pid = dead, expires = os.time() + 600 })
+        records.put_attachment(txn, agent.id, carol.block_id, "carol", dead)
+        records.put_lease(txn, agent.id, dead .. ":x", 600, dead)
       end)
       server.agents.blocks:attach(agent.id, carol.block_id)
     end

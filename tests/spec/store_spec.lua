@@ -1,6 +1,8 @@
 -- The local LMDB store: transactions with safe lifetimes, growth, many processes, user records.
 local support = require "support"
 local store = require "letta.store"
+local errors = require "letta.errors"
+local letta = require "letta"
 
 describe("letta.store", function()
   local dir, s
@@ -49,7 +51,7 @@ describe("letta.store", function()
     assert.has_error(function() s:begin(true) end, "a write transaction is already open on this store")
     t:abort()
     t:abort() -- idempotent
-    assert.has_error(function() t:get("settings", "x") end, "attempt to use a finished transaction")
+    assert.has_error(function() t:get("settings", "x") end, "attempt to use a closed LMDB transaction")
   end)
 
   it("gives a read transaction a consistent snapshot", function()
@@ -90,6 +92,83 @@ describe("letta.store", function()
     assert.truthy(small:info().map_size > 64 * 1024)
     small:close()
     small:close() -- idempotent
+  end)
+
+  describe("transactions cannot yield", function()
+    local NO_YIELD = "store transaction cannot yield"
+
+    it("a task that waits inside update gets an error, and another task's update works meanwhile", function()
+      s:update(function(txn) txn:put("settings", "n", 0) end)
+      local first = letta.spawn(function()
+        return pcall(s.update, s, function(txn)
+          txn:put("settings", "n", 1)
+          letta.sleep(0.05) -- (before: the write transaction stayed open across this)
+          txn:put("settings", "after", true)
+        end)
+      end)
+      local second = letta.spawn(function()
+        return s:update(function(txn)
+          txn:put("settings", "second", true)
+          return "committed"
+        end)
+      end)
+      local ok, err = first:wait()
+      assert.is_false(ok)
+      assert.matches(NO_YIELD, err, 1, true)
+      assert.equal("committed", second:wait())
+      assert.equal(0, s:setting("n")) -- nothing of the first was written
+      assert.is_nil(s:setting("after"))
+      assert.is_true(s:setting("second"))
+      -- one after the other: both succeed
+      local a = letta.spawn(function() return s:update(function(txn) txn:put("settings", "a", 1) return "a" end) end)
+      local b = letta.spawn(function() return s:update(function(txn) txn:put("settings", "b", 2) return "b" end) end)
+      assert.same({ "a", "b" }, letta.gather{ a, b })
+      assert.equal(2, s:setting("b"))
+    end)
+
+    it("a yield, a sleep or a request inside update or read raises before anything is written", function()
+      s:update(function(txn) txn:put("settings", "k", "old") end)
+      local refused = letta.client{ base_url = "http://127.0.0.1:9", token = "", max_retries = 0 }
+      for _, wait in ipairs{ function() coroutine.yield() end, function() letta.sleep(0.01) end,
+                             function() refused:get("/v1/health/") end } do
+        local ok, err = pcall(s.update, s, function(txn)
+          txn:put("settings", "k", "new")
+          wait()
+        end)
+        assert.is_false(ok)
+        assert.matches(NO_YIELD, tostring(err), 1, true)
+        assert.equal("old", s:setting("k"))
+        ok, err = pcall(s.read, s, function(txn) wait() end)
+        assert.matches(NO_YIELD, tostring(err), 1, true)
+      end
+      -- also inside a task, and the store is usable after
+      local t = letta.spawn(function()
+        return pcall(s.update, s, function(txn) txn:put("settings", "k", "task"); refused:get("/v1/health/") end)
+      end)
+      local ok, err = t:wait()
+      assert.is_false(ok)
+      assert.matches(NO_YIELD, tostring(err), 1, true)
+      s:update(function(txn) txn:put("settings", "k", "later") end)
+      assert.equal("later", s:setting("k"))
+    end)
+  end)
+
+  it("raises the map_full error when growing the map does not help", function()
+    local probe = s.env:begin(false)
+    local lmdb_txn = getmetatable(probe).__index -- the binding's methods: put fakes a map that cannot grow
+    probe:abort()
+    local put = lmdb_txn.put
+    lmdb_txn.put = function() return nil, "MDB_MAP_FULL: Environment mapsize limit reached", "map_full" end
+    local tries = 0
+    local ok, err = pcall(s.update, s, function(txn)
+      tries = tries + 1
+      txn:put("settings", "x", 1)
+    end)
+    lmdb_txn.put = put
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, "map_full"))
+    assert.equal(17, tries) -- the map doubled 16 times in between
+    assert.matches("^letta.store: no room left in ", tostring(err))
   end)
 
   it("loses nothing when two processes write at once", function()
@@ -152,7 +231,7 @@ describe("letta.store", function()
     assert.has_error(function() t:put("settings", "k", 1) end, "cannot write in a read transaction")
     assert.has_error(function() t:get("nope", "k") end)
     s:close()
-    assert.has_error(function() s:begin(false) end, "attempt to use a closed store")
+    assert.has_error(function() s:begin(false) end, "attempt to use a closed LMDB environment")
   end)
   describe("export and import", function()
     local json = require("letta").json
@@ -225,7 +304,8 @@ describe("letta.store", function()
       local truncated = { table.unpack(lines, 1, #lines - 1) }
       local ok, err = pcall(b.import, b, over(truncated), { replace = true, source = "x.jsonl" })
       assert.is_false(ok)
-      assert.equal("letta.store: x.jsonl: ends before its last line (a truncated export?)", err)
+      assert.is_true(errors.is(err, "refused"))
+      assert.equal("letta.store: x.jsonl: ends before its last line (a truncated export?)", tostring(err))
       assert.equal("bob", b:users()[1].username)
       assert.equal(1, #b:users())
       assert.equal(1, b:import(over(lines), { replace = true }).replaced)

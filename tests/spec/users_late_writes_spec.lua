@@ -6,6 +6,7 @@ local emulator = require "emulator"
 local letta = require "letta"
 local users_mod = require "letta.users"
 local store_mod = require "letta.store"
+local records = require "letta.users.records"
 local json = letta.json
 local checks = require "users_checks"
 
@@ -40,7 +41,7 @@ describe("letta.users and late or undecodable answers", function()
     slow_client:close()
     assert.is_false(ok)
     assert.equal("timeout", err.code)
-    local a = store:read(function(txn) return txn:get("attachments", agent.id .. "/" .. alice.block_id) end)
+    local a = store:read(function(txn) return records.attachment(txn, agent.id, alice.block_id) end)
     assert.is_true(a.unsure)
     local r = users:chat("bob", agent.id, "hello")
     assert.equal("[blocks: human,Persona_bob] [sender: " .. bob.identity_id .. "] you said: hello", r.reply)

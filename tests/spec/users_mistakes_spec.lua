@@ -10,6 +10,7 @@ local script_runner = require "script_runner"
 local letta = require "letta"
 local users_mod = require "letta.users"
 local store_mod = require "letta.store"
+local store_records = require "letta.users.records"
 local checks = require "users_checks"
 local json = letta.json
 
@@ -84,9 +85,8 @@ describe("user mistakes", function()
       local dead = tonumber(support.sh("sh -c 'echo $$'").stdout) -- a process that has ended
       with_store(nil, function(s)
         s:update(function(txn)
-          txn:put("attachments", "agent-1234/" .. rec.block_id, { username = "alice", pid = dead, since = os.time() })
-          txn:put("attachments", emulator.missing_id("agent") .. "/" .. rec.block_id,
-                  { username = "alice", pid = dead, since = os.time() })
+          store_records.put_attachment(txn, "agent-1234", rec.block_id, "alice", dead)
+          store_records.put_attachment(txn, emulator.missing_id("agent"), rec.block_id, "alice", dead)
         end)
       end)
       local r = run("doctor")
@@ -97,7 +97,7 @@ describe("user mistakes", function()
       -- and offboard, the same records left again
       with_store(nil, function(s)
         s:update(function(txn)
-          txn:put("attachments", "agent-1234/" .. rec.block_id, { username = "alice", pid = dead, since = os.time() })
+          store_records.put_attachment(txn, "agent-1234", rec.block_id, "alice", dead)
         end)
       end)
       local out = ok("offboard", { "alice" })

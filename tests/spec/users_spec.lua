@@ -7,6 +7,8 @@ local procs = require "users_procs"
 local letta = require "letta"
 local users_mod = require "letta.users"
 local store_mod = require "letta.store"
+local records = require "letta.users.records"
+local errors = require "letta.errors"
 local json = letta.json
 
 local checks = require "users_checks"
@@ -224,9 +226,10 @@ describe("letta.users", function()
           function() return users:chat(name, "agent-00000000-0000-4000-8000-000000000000", "hi") end,
           function() return users:offboard(name) end,
         }) do
-          local ok, err = pcall(call)
+          local ok, e = pcall(call)
           assert.is_false(ok)
-          assert.equal("string", type(err))
+          assert.is_true(errors.is(e, "refused")) -- a refusal, before any request
+          local err = tostring(e)
           assert.truthy(err:match("^letta%.users: invalid username"), err)
           assert.truthy(err:match(message), err)
           assert.truthy(#err < 200, "the message stays short: " .. err)
@@ -444,7 +447,7 @@ describe("letta.users", function()
       local r = users:onboard("alice")
       client.agents.blocks:attach(agent.id, r.block_id)
       store:update(function(txn)
-        txn:put("attachments", agent.id .. "/" .. r.block_id, { username = "alice", pid = 999999999, since = os.time() })
+        records.put_attachment(txn, agent.id, r.block_id, "alice", 999999999)
       end)
       users:offboard("alice")
       local state = emu:state()
@@ -539,8 +542,8 @@ describe("letta.users", function()
       local dead = tonumber(support.sh("sh -c 'echo $$'").stdout) -- a process that has ended
       client.agents.blocks:attach(agent.id, r.block_id)
       store:update(function(txn)
-        txn:put("attachments", agent.id .. "/" .. r.block_id, { username = "alice", pid = dead, since = os.time() })
-        txn:put("leases", agent.id, { owner = dead .. ":x", pid = dead, expires = os.time() + 600 })
+        records.put_attachment(txn, agent.id, r.block_id, "alice", dead)
+        records.put_lease(txn, agent.id, dead .. ":x", 600, dead)
       end)
       local report = users:doctor()
       assert.is_false(report.ok)

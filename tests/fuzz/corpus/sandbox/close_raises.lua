@@ -1,0 +1,1 @@
+do local x <close> = setmetatable({}, {__close = function() error("closing") end}) error("body") end

@@ -1,0 +1,1 @@
+setmetatable(exports, {__index = function(t, k) error({k}) end})

@@ -1,0 +1,1 @@
+letta.gather{function() letta.sleep(0) return 1 end, function() error({}) end}

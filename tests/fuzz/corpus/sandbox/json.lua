@@ -1,0 +1,1 @@
+local j = letta.json exports.f = function(s) return j.encode({s, j.decode("[1,2,{\"a\":null}]")}) end

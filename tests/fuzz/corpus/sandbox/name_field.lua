@@ -1,0 +1,1 @@
+exports.f = function(a) return setmetatable({}, {__name = {}, __index = function() error("x") end}) end

@@ -1,0 +1,1 @@
+local s = string.rep("x", 1 << 20) local t = {} for i = 1, 100 do t[i] = s .. i end

@@ -1,0 +1,1 @@
+for i = 1, 200 do letta.spawn(function() letta.sleep(0) coroutine.yield() end) end

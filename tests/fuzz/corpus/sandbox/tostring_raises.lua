@@ -1,0 +1,1 @@
+exports.f = function() return setmetatable({}, {__tostring = error}) end

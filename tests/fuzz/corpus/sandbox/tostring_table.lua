@@ -1,0 +1,1 @@
+exports.main = function() return setmetatable({}, {__tostring = function() return {} end}) end

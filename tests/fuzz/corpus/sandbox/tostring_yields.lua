@@ -1,0 +1,1 @@
+exports.f = function() return setmetatable({}, {__tostring = function() coroutine.yield(1) end}) end
