@@ -16,6 +16,7 @@
 #include <sys/sysmacros.h>
 
 #include "lauxlib.h"
+#include "lualib.h"
 #include "lh_util.h"
 #include "lmdb.h"
 
@@ -439,6 +440,50 @@ static int l_commit(lua_State *L) {
   return write_result(L, "commit", rc);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Functions run inside a transaction: they cannot yield */
+
+#define YIELD_KEY "letta.lmdb.yield" /* registry: coroutine.yield, to know its errors */
+static const char yield_marker = 0;
+
+/* The message handler of txn:call: an error raised by coroutine.yield itself (level 1 of the
+ * stack) is the yield that the C call below made impossible; it becomes a marker that l_call
+ * turns into the caller's message. Any other error goes on as it is. */
+static int call_handler(lua_State *L) {
+  lua_Debug ar;
+  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "f", &ar)) {
+    lua_getfield(L, LUA_REGISTRYINDEX, YIELD_KEY);
+    int from_yield = !lua_isnil(L, -1) && lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (from_yield) {
+      lua_pushlightuserdata(L, (void *)&yield_marker);
+      return 1;
+    }
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* txn:call(fn, arg, message) -> fn(arg)'s results. fn runs in a plain C call (no continuation),
+ * so it cannot yield out of it: a coroutine.yield (a task waiting on the network, a sleep) would
+ * otherwise leave the transaction open, and LMDB's write lock held, until the task came back.
+ * Such a yield raises message at once instead; fn's own coroutines yield as they like. No
+ * coroutine per call: a lookup costs a plain pcall more. */
+static int l_call(lua_State *L) {
+  check_txn(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checkstring(L, 4);
+  lua_settop(L, 4);
+  lua_pushcfunction(L, call_handler); /* 5 */
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  if (lua_pcall(L, 1, LUA_MULTRET, 5) != LUA_OK) {
+    if (lua_touserdata(L, -1) == (void *)&yield_marker) lua_pushvalue(L, 4);
+    return lua_error(L);
+  }
+  return lua_gettop(L) - 5;
+}
+
 static int l_txn_active(lua_State *L) {
   Txn *t = (Txn *)luaL_checkudata(L, 1, TXN_MT);
   lua_pushboolean(L, t->txn != NULL);
@@ -452,10 +497,16 @@ int luaopen_letta_lmdb(lua_State *L) {
   static const luaL_Reg txn_methods[] = {
       {"get", l_get},       {"put", l_put},         {"del", l_del},         {"next", l_next},
       {"commit", l_commit}, {"abort", l_txn_close}, {"close", l_txn_close}, {"active", l_txn_active},
-      {NULL, NULL}};
+      {"call", l_call},     {NULL, NULL}};
   static const luaL_Reg fns[] = {{"open", l_open}, {NULL, NULL}};
   lh_class(L, ENV_MT, env_methods, l_env_close, l_env_close, l_env_tostring);
   lh_class(L, TXN_MT, txn_methods, l_txn_close, l_txn_close, l_txn_tostring);
+  /* the coroutine library's yield, as loaded (none: then a yield keeps Lua's own message) */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, LUA_COLIBNAME) == LUA_TTABLE) lua_getfield(L, -1, "yield");
+  else lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, YIELD_KEY);
+  lua_pop(L, 2);
   luaL_newlib(L, fns);
   return 1;
 }

@@ -36,12 +36,18 @@ local function current_task()
   return tasks[co]
 end
 
--- Raises when the caller may not drive the loop (it would reenter it or wait inside code that
--- must not wait). level 3: the waiting function's caller.
-local function refuse_wait()
+-- Every wait starts here: returns the task the wait suspends, or nil when the caller is outside
+-- every task and drives the loop itself. Raises when the caller may not wait at all: inside code
+-- that must not wait (barrier: a store transaction; checked first, before a wait leaves any trace
+-- such as a sleeper or a queued waiter), or, outside a task, when blocking is refused (the
+-- sandbox) or the loop is already running (reentry). level 3: the waiting function's caller.
+local function waiter()
   if barrier then error(barrier, 3) end
+  local task = current_task()
+  if task then return task end
   if blocking then error(blocking, 3) end
   if running > 0 then error("loop already running", 3) end
+  return nil
 end
 
 local resume
@@ -123,18 +129,16 @@ end
 
 -- Blocks (driving the loop) until cond() is true.
 local function drive_until(cond)
-  refuse_wait()
   while not cond() do _M.step(100) end
 end
 
 -- await(req): waits until the request is done or, for a stream, has events.
 function _M.await(req)
-  local task = current_task()
+  local task = waiter()
   if task then
     req:notify(task) -- http.step() hands the task back when the request has news
     coroutine.yield(AWAIT)
   else
-    refuse_wait()
     -- Blocks in C in slices of 100 ms, so that Ctrl-C (a Lua hook) can interrupt between them.
     while not req:wait(100) do end
   end
@@ -143,12 +147,11 @@ end
 -- sleep(seconds): inside a task, lets the others run; outside, drives the loop meanwhile.
 function _M.sleep(seconds)
   local wake = http.now() + (seconds or 0)
-  local task = current_task()
+  local task = waiter()
   if task then
     sleepers[#sleepers + 1] = { task = task, wake = wake }
     coroutine.yield(AWAIT)
   else
-    refuse_wait()
     while http.now() < wake do
       _M.step(math.max(1, math.ceil((wake - http.now()) * 1000)))
     end
@@ -158,7 +161,7 @@ end
 -- task:wait() -> the task's results; raises the task's error.
 function Task:wait()
   if not self.done then
-    local task = current_task()
+    local task = waiter()
     if task then
       self.joiners[#self.joiners + 1] = task
       coroutine.yield(AWAIT)
@@ -184,7 +187,7 @@ function _M.gather(...)
   end
   for _, t in ipairs(ts) do
     if not t.done then
-      local task = current_task()
+      local task = waiter()
       if task then
         t.joiners[#t.joiners + 1] = task
         repeat coroutine.yield(AWAIT) until t.done
@@ -207,22 +210,20 @@ function _M.run()
   while _M.step(100) > 0 do end
 end
 
--- unyielding(message, fn, ...) -> fn(...)'s results. Runs fn in a coroutine of its own, where
--- every wait (a request awaited, sleep, task:wait, a semaphore) raises message, as does a yield
--- (then fn is not resumed: its to-be-closed variables are closed). The store runs transactions
--- so: nothing may hold LMDB's write lock across the network.
+-- unyielding(message, fn, ...) -> fn(...)'s results, where every wait (a request awaited, sleep,
+-- task:wait, gather, a semaphore) raises message before it leaves any trace. The store runs its
+-- transactions so: nothing may hold LMDB's write lock across the network. (A plain
+-- coroutine.yield is not a wait of this loop: the store stops it by calling fn from C, txn:call.)
+local function settle(saved, ok, ...)
+  barrier = saved
+  if not ok then error((...), 0) end
+  return ...
+end
+
 function _M.unyielding(message, fn, ...)
   local saved = barrier
   barrier = message
-  local co = coroutine.create(fn)
-  local res = table.pack(coroutine.resume(co, ...))
-  barrier = saved
-  if coroutine.status(co) ~= "dead" then
-    coroutine.close(co)
-    error(message, 0) -- (no position: where it yielded is gone with the coroutine)
-  end
-  if not res[1] then error(res[2], 0) end
-  return unpack(res, 2, res.n)
+  return settle(saved, pcall(fn, ...))
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -265,7 +266,7 @@ function Semaphore:acquire()
     self.used = self.used + 1
     return
   end
-  local task = current_task()
+  local task = waiter()
   if task then
     local waiter = { task = task, granted = false }
     self.tail = self.tail + 1

@@ -118,15 +118,28 @@ Txn.__close = Txn.abort
 _M.NO_YIELD = "store transaction cannot yield"
 
 -- store:read(fn) -> fn(txn)'s results, in a read transaction (a consistent snapshot).
+-- fn(txn) as a transaction's function: from C (txn:call), so that a plain yield cannot leave it,
+-- and unyielding, so that the loop's waits raise before they leave any trace.
+local function run(fn, txn)
+  return loop.unyielding(_M.NO_YIELD, txn.t.call, txn.t, fn, txn, _M.NO_YIELD)
+end
+
 function Store:read(fn)
   local txn <close> = self:begin(false)
-  return loop.unyielding(_M.NO_YIELD, fn, txn)
+  return run(fn, txn)
+end
+
+-- store:get(ns, key) -> the record, in a read transaction of its own. (Not through read: only
+-- this code runs inside it, which cannot yield, so it needs neither a function nor the guard.)
+function Store:get(ns, key)
+  local txn <close> = self:begin(false)
+  return txn:get(ns, key)
 end
 
 -- One try of update: fn's results once committed.
 local function update_once(self, fn)
   local txn <close> = self:begin(true)
-  local results = table.pack(loop.unyielding(_M.NO_YIELD, fn, txn))
+  local results = table.pack(run(fn, txn))
   txn:commit()
   return table.unpack(results, 1, results.n)
 end
@@ -168,7 +181,7 @@ function Store:trim() self.env:trim() end
 local function now() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
 
 function Store:user(username)
-  return self:read(function(txn) return txn:get("users", username) end)
+  return self:get("users", username)
 end
 
 -- store:user_by(kind, id) -> record: kind is "identity" or "block".
@@ -240,7 +253,7 @@ end
 
 function Store:setting(key)
   check_setting(key, 1)
-  return self:read(function(txn) return txn:get("settings", key) end)
+  return self:get("settings", key)
 end
 
 function Store:set_setting(key, value)

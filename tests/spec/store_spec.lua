@@ -153,6 +153,29 @@ describe("letta.store", function()
     end)
   end)
 
+  it("a transaction's function refuses a plain yield and the loop's waits without leaving a trace, and may run coroutines of its own", function()
+    local NO_YIELD = "store transaction cannot yield"
+    local sem = require("letta.loop").semaphore(0) -- full: an acquire would queue its task
+    local t = letta.spawn(function()
+      local results = {}
+      for _, wait in ipairs{ coroutine.yield, function() letta.sleep(0.01) end, function() sem:acquire() end } do
+        local ok, err = pcall(s.update, s, function(txn) txn:put("settings", "y", 1) wait() end)
+        results[#results + 1] = not ok and tostring(err):find(NO_YIELD, 1, true) ~= nil
+      end
+      letta.sleep(0.02) -- the task goes on waiting normally: no stale sleeper woke it early
+      return results
+    end)
+    assert.same({ true, true, true }, t:wait())
+    assert.equal(0, sem.tail - sem.head + 1) -- no waiter was left queued
+    assert.is_nil(s:setting("y"))
+    -- a coroutine of the function's own yields to it as usual
+    local got = s:read(function()
+      local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+      return gen() + gen() + gen()
+    end)
+    assert.equal(6, got)
+  end)
+
   it("raises the map_full error when growing the map does not help", function()
     local probe = s.env:begin(false)
     local lmdb_txn = getmetatable(probe).__index -- the binding's methods: put fakes a map that cannot grow
