@@ -616,3 +616,32 @@ describe("import: waiting without polling (a semaphore, issue 14)", function()
     assert.equal(13, emu:count("POST", "/v1/agents/" .. agent .. "/archival-memory"))
   end)
 end)
+
+describe("import: an answer lost after the write (issue 14)", function()
+  for _, kind in ipairs{ "commit-500", "commit-reset", "bad-json" } do
+    it(kind .. ": the item found on the server is journalled with that passage's id", function()
+      local emu = emulator.start{}
+      local dir = support.tmpdir()
+      local c = emu:client()
+      finally(function() c:close() emu:stop() end)
+      local agent = emulator.new_agent(c, { name = "bot", memory_blocks = json.array() }).id
+      support.write_file(dir .. "/in.jsonl", '{"text": "first item"}\n{"text": "second item"}\n')
+      emu:faults("kind=" .. kind .. ",times=1,route=POST /v1/agents/*/archival-memory")
+      local summary = run_json(emu.url, dir .. "/store", { agent, dir .. "/in.jsonl" })
+      assert.equal(2, summary.sent)
+      assert_exactly(emu, agent, { "first item", "second item" })
+      local on_server = {}
+      for _, p in ipairs(emu:state().passages[agent]) do on_server[p.id] = true end
+      local st <close> = letta.store.open(dir .. "/store")
+      local n = 0
+      st:read(function(txn)
+        for _, j in records.each_item(txn) do
+          n = n + 1
+          assert.is_true(records.is_done(j))
+          assert.is_true(on_server[j.id], "journalled with no passage: " .. tostring(j.id))
+        end
+      end)
+      assert.equal(2, n)
+    end)
+  end
+end)

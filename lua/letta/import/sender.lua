@@ -157,7 +157,9 @@ function Sender:attempt(it, st)
   if sent == "again" then return "retry" end
   st.maybe = true -- reset, timeout, 5xx: it may have landed
   if detail.code == "timeout" then st.late = detail end
-  return self:recheck(it, st) or "retry"
+  local outcome, found = self:recheck(it, st) -- (not `recheck() or "retry"`: that drops the id)
+  if outcome then return outcome, found end
+  return "retry"
 end
 
 -- deliver(it, recovering) -> "sent" | "recovered" | "failed" | "halt". Sends an item journalled
