@@ -341,16 +341,12 @@ int lh_http_set_hooks(lua_State *L, const lh_loop_hooks *hooks) {
 /* ---------------------------------------------------------------------------------------------
  * Arguments: the table forms name the field at fault, as luaL_argerror names the argument */
 
-static int field_error(lua_State *L, const char *k, const char *fn, const char *expected) {
-  return luaL_error(L, "bad field '%s' to '%s' (%s expected, got %s)", k, fn, expected, luaL_typename(L, -1));
-}
-
 /* Pushes field k of the table at t. Returns 0 for nil; raises unless it is of type `type`. The
  * value stays on the stack, which anchors it (an __index may have made it). */
 static int field(lua_State *L, int t, const char *k, int type, const char *fn) {
   int got = lua_getfield(L, t, k);
   if (got == LUA_TNIL) return 0;
-  if (got != type) field_error(L, k, fn, lua_typename(L, type));
+  if (got != type) lh_field_typeerror(L, -1, fn, k, lua_typename(L, type));
   return 1;
 }
 
@@ -362,7 +358,7 @@ static lua_Integer field_integer(lua_State *L, int t, const char *k, const char 
   if (!field(L, t, k, LUA_TNUMBER, fn)) return def;
   int ok;
   lua_Integer v = lua_tointegerx(L, -1, &ok);
-  if (!ok) luaL_error(L, "bad field '%s' to '%s' (number has no integer representation)", k, fn);
+  if (!ok) lh_field_error(L, fn, k, "number has no integer representation");
   return v;
 }
 
@@ -370,8 +366,10 @@ static lua_Integer field_integer(lua_State *L, int t, const char *k, const char 
 static lua_Integer check_lines(lua_State *L, int idx, const char *fn) {
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
   for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, idx, i) != LUA_TSTRING)
-      luaL_error(L, "bad field 'headers[%I]' to '%s' (string expected, got %s)", i, fn, luaL_typename(L, -1));
+    if (lua_rawgeti(L, idx, i) != LUA_TSTRING) {
+      int bad = lua_gettop(L);
+      lh_field_typeerror(L, bad, fn, lua_pushfstring(L, "headers[%I]", i), "string");
+    }
     lua_pop(L, 1); /* the list anchors it */
   }
   return n;
@@ -700,7 +698,7 @@ typedef struct RequestSpec {
 static void request_fields(lua_State *L, RequestSpec *q) {
   luaL_checkstack(L, 12, NULL); /* every value stays on the stack */
   q->method = field_string(L, 2, "method", "request", "GET");
-  if (!(q->url = field_string(L, 2, "url", "request", NULL))) field_error(L, "url", "request", "string");
+  if (!(q->url = field_string(L, 2, "url", "request", NULL))) lh_field_typeerror(L, -1, "request", "url", "string");
   if (field(L, 2, "body", LUA_TSTRING, "request")) q->body = lua_tolstring(L, q->body_idx = lua_gettop(L), &q->body_len);
   if (field(L, 2, "headers", LUA_TTABLE, "request")) q->headers_idx = lua_gettop(L);
   q->timeout_ms = (long)field_integer(L, 2, "timeout_ms", "request", 0);
