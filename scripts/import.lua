@@ -34,7 +34,7 @@ cli.main{
   },
   args = { min = 2, max = 2 },
   run = function(cx)
-    local agent_id, source = cx.args[1], cx.args[2]
+    local agent_id, source = cli.check_id(cx.args[1], "agent id"), cx.args[2]
     local function count(name)
       local v = cx.opts[name]
       if v == nil then return nil end
