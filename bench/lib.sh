@@ -3,10 +3,11 @@
 #   . bench/lib.sh   (from the repository root; defines functions only, starts nothing)
 #   bench_build [tool...]        $LETTASH up to date, build/bench/<tool> compiled from bench/<tool>.c
 #   bench_node                   node and @letta-ai/letta-client (tests/conformance/node_modules)
-#   emu_start DIR [LATENCY_MS]   sets EMU_URL and EMU_PID (the caller's EXIT trap must call emu_stop)
+#   emu_start DIR [LATENCY_MS [FLAG...]]  sets EMU_URL and EMU_PID (the caller's EXIT trap must call
+#                                emu_stop); FLAGs go to the emulator (--embed-ms 150 ...)
 #   emu_stop                     idempotent
 #   emu_admin PATH JSON          POST to the emulator; prints the answer
-#   emu_agent                    empties the emulator; prints a fresh agent's id
+#   emu_agent                    empties the emulator; prints a fresh agent's id (with an embedding)
 
 EMU_PID=
 EMU_URL=
@@ -50,7 +51,8 @@ emu_stop() {
 # not read it).
 emu_start() {
   local dir=$1 latency=${2:-0}
-  python3 tests/emulator/letta_emulator.py --host 127.0.0.1 --port 0 --latency-ms "$latency" --max-log 100 \
+  shift 2 || shift
+  python3 tests/emulator/letta_emulator.py --host 127.0.0.1 --port 0 --latency-ms "$latency" --max-log 100 "$@" \
     </dev/null >"$dir/emu.out" 2>"$dir/emu.err" &
   EMU_PID=$!
   EMU_URL=
@@ -67,10 +69,14 @@ emu_start() {
 emu_admin() { curl -sf -X POST "$EMU_URL$1" -H 'Content-Type: application/json' -d "$2"; }
 
 emu_agent() {
-  local model
+  local model embedding
   emu_admin /_emulator/reset '{}' >/dev/null
-  # a model handle the server lists, as on a real server (Letta refuses an agent without one)
+  # a model handle the server lists, as on a real server (Letta refuses an agent without one), and
+  # an embedding one (without it the agent's archive has no embedding config and the archive batch
+  # route fails, as archive_manager.create_passages_in_archive_async does)
   model=$(curl -sf "$EMU_URL/v1/models/" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["handle"])') || return 1
-  emu_admin /v1/agents/ "{\"name\":\"bench\",\"model\":\"$model\",\"memory_blocks\":[]}" |
+  embedding=$(curl -sf "$EMU_URL/v1/models/embedding" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["handle"])') ||
+    return 1
+  emu_admin /v1/agents/ "{\"name\":\"bench\",\"model\":\"$model\",\"embedding\":\"$embedding\",\"memory_blocks\":[]}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
 }

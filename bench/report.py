@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """The one table of bench/run.sh, from the raw files the benches leave in build/bench/: every figure
-as median (min-max) over its runs, the ratios, and the goals of issue #9 (and #6) met or not.
+as median (min-max) over its runs, the ratios, and the goals of issue #9 (and #6, #15) met or not.
   python3 bench/report.py                 prints the table
   python3 bench/report.py --md FILE [--notes bench/NOTES.md]
                                           also writes it as Markdown (bench/RESULTS.md), with the
                                           notes on each goal missed in this run
-  python3 bench/report.py --only PART     prints one part (startup, requests, import, store, stream)
+  python3 bench/report.py --only PART     prints one part (startup, requests, import, import_latency,
+                                          import_batch_sizes, store, stream)
 Ratios are ratios of medians. A missing raw file leaves its part out."""
 import os
 import re
@@ -117,22 +118,69 @@ def requests(r):
         r.goal("%s in flight: <= 1/5 of official client's peak RSS" % k, "1/%.1f" % ratio, ratio >= 5)
 
 
+def import_runs(rows, name):
+    """(runs of NAME, passages/s, CPU s, peak RSS MB) from an import raw file's rows."""
+    runs = [x for x in rows if x[1] == name]
+    return (runs, [float(x[7]) for x in runs], [float(x[3]) + float(x[4]) for x in runs],
+            [float(x[6]) / 1024 for x in runs])
+
+
 def imports(r):
+    """Issue #15's setting: per-passage vs batched lettash vs the official client's createMany."""
     rows, meta = read("import.txt")
     if not rows:
         return
+    part = "bulk import: %s passages, emulator at %s ms + embeddings %s ms, %s at once" % (
+        "{:,}".format(int(meta.get("N", 0))), meta.get("latency_ms", "?"), meta.get("embed_ms", "?"),
+        meta.get("embed_concurrency", "?"))
+    c, bc, b = meta.get("concurrency", "16"), meta.get("batch_concurrency", "4"), meta.get("batch", "?")
+    names = {"lettash_p1": "lettash, per passage, %s in flight" % c,
+             "lettash_batch": "lettash, batch %s, %s in flight" % (b, bc),
+             "ts_batch": "official client createMany, batch %s, %s in flight" % (b, bc)}
+    rate, rss, cpu = {}, {}, {}
+    for name in ("lettash_p1", "lettash_batch", "ts_batch"):
+        runs, rates, cpus, rsss = import_runs(rows, name)
+        if not runs:
+            continue
+        if runs[0][2] != meta.get("N"):   # the slow importer's prefix: its rate is what counts
+            names[name] += " (first %s)" % "{:,}".format(int(runs[0][2]))
+        rate[name] = r.fig(part, names[name], "passages/s", rates, num(0)).med
+        cpu[name] = r.fig(part, names[name], "CPU s (%s items)" % runs[0][2], cpus, num(2)).med / int(runs[0][2])
+        r.fig(part, names[name], "wall s (whole process)", [float(x[5]) for x in runs], num(2))
+        rss[name] = r.fig(part, names[name], "peak RSS MB", rsss, num(1)).med
+        if len(runs[0]) > 9:    # what the emulator counted: one per passage, or one per batch
+            r.fig(part, names[name], "server's embedding requests", [float(x[9]) for x in runs], num(0))
+    if "lettash_p1" in rate and "lettash_batch" in rate:
+        ratio = rate["lettash_batch"] / rate["lettash_p1"]
+        r.goal("import: batched >= 10x per-passage passages/s", "%.1fx" % ratio, ratio >= 10)
+    if "ts_batch" in rate and "lettash_batch" in rate:
+        ratio = rate["lettash_batch"] / rate["ts_batch"]
+        r.goal("import: batched >= official client's batched passages/s", "%.3fx" % ratio, ratio >= 1)
+        ratio = rss["ts_batch"] / rss["lettash_batch"]
+        r.goal("import: batched <= 1/4 of official client's peak RSS", "1/%.1f" % ratio, ratio >= 4)
+        r.ratio("bulk import", "lettash batched/per passage %.1fx the passages/s; lettash/official client, both batched: "
+                "%.2fx the passages/s, 1/%.1f the peak RSS, %.1fx less CPU per passage"
+                % (rate["lettash_batch"] / rate.get("lettash_p1", float("nan")), rate["lettash_batch"] / rate["ts_batch"],
+                   rss["ts_batch"] / rss["lettash_batch"], cpu["ts_batch"] / cpu["lettash_batch"]))
+
+
+def import_latency(r):
+    """Issue #6's setting (bench/import.sh --latency): one passage a request, no embedding cost."""
+    rows, meta = read("import_latency.txt")
+    if not rows:
+        return
     lat, c = int(meta.get("latency_ms", 20)), int(meta.get("concurrency", 16))
-    part = "bulk import: passages, emulator at %d ms" % lat
+    part = "bulk import per passage, emulator at %d ms, no embedding cost" % lat
     names = {"lettash_c1": "lettash, 1 at a time", "lettash_c16": "lettash, %d at a time" % c,
              "ts_c16": "official client, %d promises" % c}
     rate, rss = {}, {}
     for name in ("lettash_c1", "lettash_c16", "ts_c16"):
-        runs = [x for x in rows if x[1] == name]
+        runs, rates, cpus, rsss = import_runs(rows, name)
         if not runs:
             continue
-        rate[name] = r.fig(part, names[name], "passages/s", [float(x[7]) for x in runs], num(0)).med
-        r.fig(part, names[name], "CPU s (%s items)" % runs[0][2], [float(x[3]) + float(x[4]) for x in runs], num(2))
-        rss[name] = r.fig(part, names[name], "peak RSS MB", [float(x[6]) / 1024 for x in runs], num(1)).med
+        rate[name] = r.fig(part, names[name], "passages/s", rates, num(0)).med
+        r.fig(part, names[name], "CPU s (%s items)" % runs[0][2], cpus, num(2))
+        rss[name] = r.fig(part, names[name], "peak RSS MB", rsss, num(1)).med
     ideal = c * 1000 / lat
     r.goal("import: %d in flight >= 80%% of ideal %d/s" % (c, ideal), "%.0f%%" % (100 * rate["lettash_c16"] / ideal),
            rate["lettash_c16"] >= 0.8 * ideal)
@@ -142,6 +190,24 @@ def imports(r):
     r.goal("import: >= official client's passages/s", "%.2fx" % ratio, ratio >= 1)
     ratio = rss["ts_c16"] / rss["lettash_c16"]
     r.goal("import: <= 1/4 of official client's peak RSS", "1/%.1f" % ratio, ratio >= 4)
+
+
+def import_batch_sizes(r):
+    """bench/import.sh --batch-sizes: passages/s and peak RSS at each batch size (no goal)."""
+    rows, meta = read("import_batch_sizes.txt")
+    if not rows:
+        return
+    part = "bulk import by batch size: %s passages, %s in flight, emulator at %s ms + embeddings %s ms" % (
+        "{:,}".format(int(meta.get("N", 0))), meta.get("batch_concurrency", "4"), meta.get("latency_ms", "?"),
+        meta.get("embed_ms", "?"))
+    names = {"lettash_batch": "lettash", "ts_batch": "official client"}
+    sizes = sorted({int(x[8]) for x in rows})
+    for name in ("lettash_batch", "ts_batch"):
+        for size in sizes:
+            runs, rates, cpus, rsss = import_runs([x for x in rows if int(x[8]) == size], name)
+            if runs:
+                r.fig(part, "%s, batch %d" % (names[name], size), "passages/s", rates, num(0))
+                r.fig(part, "%s, batch %d" % (names[name], size), "peak RSS MB", rsss, num(1))
 
 
 def store(r):
@@ -182,7 +248,8 @@ def stream(r):
                 % (first["ts"] / first["lettash"], rate["lettash"] / rate["ts"], cpu["ts"] / cpu["lettash"]))
 
 
-PARTS = {"startup": startup, "requests": requests, "import": imports, "store": store, "stream": stream}
+PARTS = {"startup": startup, "requests": requests, "import": imports, "import_latency": import_latency,
+         "import_batch_sizes": import_batch_sizes, "store": store, "stream": stream}
 
 
 def table(r):
@@ -221,7 +288,7 @@ def markdown(r, notes_file):
           "programs ran interleaved, round by round, after a warm-up. Ratios are ratios of medians.", ""]
     if rounds:
         md += [rounds, ""]
-    md += ["## Goals (issue #9; import: issue #6)", "", "| goal | measured | |", "|---|---:|---|"]
+    md += ["## Goals (issue #9; import: issues #15 and #6)", "", "| goal | measured | |", "|---|---:|---|"]
     md += ["| %s | %s | %s |" % (g, m, "met" if ok else "**NOT met**") for g, m, ok in r.goals]
     md += ["", "## Figures", "", "| benchmark | program | figure | median (min-max) |", "|---|---|---|---:|"]
     last = None

@@ -653,6 +653,31 @@ check("passage-create", true, "needs it: import writes each line as a passage wi
   return "2 passages"
 end)
 
+check("passage-batch", false,
+      "does not depend on it: import then sends one passage per request (as with --batch 1), each embedded alone",
+      function(run)
+  local p = requires(run.passages, "passage-create")
+  local archive = p.a.archive_id
+  if type(archive) ~= "string" then differ("the passage names no archive (archive_id " .. show(archive) .. ")") end
+  local ok, list = try(run.c.archives.list, run.c.archives, { agent_id = run.agent.id })
+  if not ok then differ("GET /v1/archives/?agent_id=: " .. said(list)) end
+  if not has_id(list, archive) then differ("the agent's archive not listed by GET /v1/archives/?agent_id= (" .. show(list) .. ")") end
+  local tag = run.tag .. "-batch"
+  local made
+  ok, made = try(run.c.archives.passages.create_many, run.c.archives.passages, archive,
+                 { { text = passage_text(run, "c"), tags = { tag } }, { text = passage_text(run, "d"), tags = { tag } } })
+  if not ok then
+    differ(said(made) .. (made.status == 405 and " (Letta before 0.16.4 has no batch route)" or ""))
+  end
+  for _, x in ipairs(type(made) == "table" and made or {}) do
+    if type(x) == "table" and x.id then run:made_one("passages", { agent = run.agent.id, id = x.id }) end
+  end
+  if #made ~= 2 or not (has(made[1].tags, tag) and made[1].archive_id == archive) then
+    differ(show(made) .. " (Letta answers the 2 passages, in the archive)")
+  end
+  return "2 passages in one request to the agent's archive"
+end)
+
 check("passage-list", true, "needs it: passages:list and :each", function(run)
   local p = requires(run.passages, "passage-create")
   local list = run.c.agents.passages:list(run.agent.id)

@@ -6,12 +6,15 @@ local import = require "letta.import"
 
 cli.main{
   name = "import",
-  usage = "<agent_id> <file|-> [--format jsonl|csv|text] [--tags a,b] [--dedupe position|content] [--concurrency N] [--chunk-size N] [--dry-run] [--json]",
+  usage = "<agent_id> <file|-> [--format jsonl|csv|text] [--tags a,b] [--dedupe position|content] [--batch N] [--concurrency N] [--chunk-size N] [--dry-run] [--json]",
   summary = "Import archival memory (passages) into an agent. Formats: JSONL (one {\"text\", \"tags\",\n"
     .. "\"created_at\"} per line), CSV with a header (text, tags separated by ';', created_at), or\n"
     .. "plain text (a passage per paragraph, long paragraphs cut at --chunk-size). Bad lines (a\n"
     .. "created_at that is not a date among them) are reported by number and skipped, never sent.",
-  notes = "Exactly once: every item is journalled in the local store before it is sent; after an\n"
+  notes = "Batches: --batch N passages go in one request to the agent's archive, where the server\n"
+    .. "embeds them in one call and writes them in one transaction (all or nothing). A batch it\n"
+    .. "refuses is cut in halves until the item at fault is alone, and that line is reported.\n"
+    .. "Exactly once: every item is journalled in the local store before it is sent; after an\n"
     .. "ambiguous failure the importer looks for the item's unique tag (lettash-import:<hash>)\n"
     .. "among the passages that hold its text before sending it again. --dedupe content: an item\n"
     .. "is its text, tags and created_at wherever it sits, so importing an edited file again sends\n"
@@ -27,7 +30,9 @@ cli.main{
     { "tags", arg = "A,B", help = "tags added to every passage" },
     { "dedupe", arg = "MODE", help = "position (default: each line is an item) or content (an item is\n"
       .. "                   its text, tags and created_at, wherever it sits)" },
-    { "concurrency", arg = "N", help = "requests in flight (default 16)" },
+    { "batch", arg = "N", help = "passages per request (default 50), through the agent's archive\n"
+      .. "                   (Letta 0.16.4 and later); 1: one per request, through the agent" },
+    { "concurrency", arg = "N", help = "requests in flight (default 4 batches, or 16 passages)" },
     { "chunk_size", arg = "N", help = "largest passage in bytes (default 8000): longer text\n"
       .. "                   paragraphs are cut, longer JSONL/CSV items are bad lines" },
     { "dry_run", help = "read and check the input, send nothing" },
@@ -55,10 +60,10 @@ cli.main{
     local r = import.run{
       client = not cx.opts.dry_run and cx:client() or nil, store = not cx.opts.dry_run and cx:store() or nil,
       agent_id = agent_id, source = source, format = format, tags = tags, dedupe = dedupe,
-      concurrency = count("concurrency"), chunk_size = count("chunk_size"), dry_run = cx.opts.dry_run,
+      concurrency = count("concurrency"), batch = count("batch"), chunk_size = count("chunk_size"), dry_run = cx.opts.dry_run,
       progress = progress, progress_final = not cx.json,
     }
-    r.bad_lines, r.failures = cli.array(r.bad_lines), cli.array(r.failures)
+    r.bad_lines, r.failures, r.notes = cli.array(r.bad_lines), cli.array(r.failures), cli.array(r.notes)
     local lines = {}
     for _, b in ipairs(r.bad_lines) do lines[#lines + 1] = string.format("line %d: %s (skipped)", b.line, b.error) end
     for _, f in ipairs(r.failures) do lines[#lines + 1] = string.format("line %d: failed: %s", f.line, f.error) end
@@ -66,9 +71,10 @@ cli.main{
       lines[#lines + 1] = string.format("dry run: %d items to import, %d bad lines", r.items, r.bad)
     else
       lines[#lines + 1] = string.format("import: %d items: %d sent, %d %s, %d recovered, %d duplicates removed, "
-                                        .. "%d bad lines, %d failed (%.1f s, %.0f passages/s)", r.items, r.sent,
+                                        .. "%d bad lines, %d failed (%.1f s, %.0f passages/s, %s)", r.items, r.sent,
                                         r.already_present, r.dedupe == "content" and "already present" or "already done",
-                                        r.recovered, r.duplicates_removed, r.bad, r.failed, r.seconds, r.rate)
+                                        r.recovered, r.duplicates_removed, r.bad, r.failed, r.seconds, r.rate,
+                                        r.route == "batch" and r.batch .. " per request" or "one per request")
     end
     return r, lines, r.failed > 0 and 2 or 0
   end,

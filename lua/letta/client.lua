@@ -34,7 +34,7 @@ end
 local H = "[0-9a-f]"
 local UUID4 = H:rep(8) .. "%-" .. H:rep(4) .. "%-4" .. H:rep(3) .. "%-[89ab]" .. H:rep(3) .. "%-" .. H:rep(12)
 local ID_PREFIX = { ["agent id"] = "agent", ["block id"] = "block", ["identity id"] = "identity",
-                    ["message id"] = "message", ["run id"] = "run" }
+                    ["message id"] = "message", ["run id"] = "run", ["archive id"] = "archive" }
 
 -- is_id(v, prefix) -> whether v is an id the server accepts for that prefix ("agent", "block", ...).
 function _M.is_id(v, prefix)

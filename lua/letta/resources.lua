@@ -1,9 +1,9 @@
 -- The resources of the Letta API, as the notes' SDK names them (with the newer names as aliases):
 -- health, models (+ embedding), agents (+ messages, blocks, passages, identities), runs, blocks
--- (+ identities), identities (+ agents, blocks). Each method is a thin map from arguments to one
--- call of client:request; the paths keep Letta's exact trailing slashes (/v1/blocks/ but
--- /v1/agents/{id}/messages). Where Letta 0.16.8 answers a request with a 500 or a confusing 400,
--- the request is refused here first, with one clear line.
+-- (+ identities), identities (+ agents, blocks), archives (+ passages). Each method is a thin map
+-- from arguments to one call of client:request; the paths keep Letta's exact trailing slashes
+-- (/v1/blocks/ but /v1/agents/{id}/messages). Where Letta 0.16.8 answers a request with a 500 or a
+-- confusing 400, the request is refused here first, with one clear line.
 local json = require "letta.json"
 local loop = require "letta.loop"
 local errors = require "letta.errors"
@@ -715,6 +715,64 @@ end
 Passages.update = Passages.modify
 
 -- ---------------------------------------------------------------------------------------------
+-- Archives: an agent's archival memory is its archive (Letta 0.16.8 gives an agent one, created by
+-- its first passage: archive_manager.get_or_create_default_archive_for_agent_async), and the archive
+-- routes take many passages in one request (one embedding request, one transaction).
+local Archives = {}
+local function archive_path(id) return "/v1/archives/" .. escape(id) end
+
+-- archives:list{agent_id=, name=, limit=50, order="desc", before=, after=} -> one page.
+listing(Archives, function(self, fname, query) return "/v1/archives/", check_table(query, 1, fname, true) end)
+
+function Archives:retrieve(id)
+  check_id(id, 1, "retrieve", "archive id")
+  return self._c:get(archive_path(id))
+end
+
+-- The passages of an archive. A passage is {text=, tags=, metadata=, created_at= (an ISO 8601
+-- string: the server reads it with datetime.fromisoformat)}.
+local ArchivePassages = {}
+
+local function archive_passage(p, n, fname)
+  if type(p) == "string" then p = { text = p } end
+  local b = body_of(check_table(p, n, fname))
+  if type(b.text) ~= "string" then error(string.format("bad argument #%d to '%s' (text expected)", n, fname), 3) end
+  return b
+end
+
+-- passages:create(archive_id, {text=, ...}) -> the passage
+function ArchivePassages:create(archive_id, fields)
+  check_id(archive_id, 1, "create", "archive id")
+  return self._c:post(archive_path(archive_id) .. "/passages", { body = archive_passage(fields, 2, "create") })
+end
+
+-- passages:create_many(archive_id, {{text=, ...}, ...} [, opts]) -> the passages, in the server's
+-- order (created_at, not the request's): find yours by a tag. All or nothing: one refused text
+-- (the embedding provider's error) fails the whole request, with nothing written. opts go to
+-- client:request (e.g. {timeout = 120}).
+function ArchivePassages:create_many(archive_id, list, opts)
+  check_id(archive_id, 1, "create_many", "archive id")
+  check_table(list, 2, "create_many")
+  local body = {}
+  for i, p in ipairs(list) do
+    if type(p) ~= "table" or type(p.text) ~= "string" then
+      error(string.format("bad argument #2 to 'create_many' (item %d: text expected)", i), 2)
+    end
+    body[i] = body_of(p)
+  end
+  local o = copy(opts)
+  o.body = { passages = json.array(body) }
+  return self._c:post(archive_path(archive_id) .. "/passages/batch", o)
+end
+ArchivePassages.createMany = ArchivePassages.create_many -- the TypeScript client's name
+
+function ArchivePassages:delete(archive_id, passage_id)
+  check_id(archive_id, 1, "delete", "archive id")
+  check_id(passage_id, 2, "delete", "passage id")
+  return self._c:delete(archive_path(archive_id) .. "/passages/" .. escape(passage_id)) or true -- 204, no body
+end
+
+-- ---------------------------------------------------------------------------------------------
 
 function _M.attach(client)
   client.health = resource(client, Health)
@@ -731,6 +789,8 @@ function _M.attach(client)
   client.identities = resource(client, Identities)
   client.identities.agents = resource(client, IdentityAgents, identity_links_call("agents"))
   client.identities.blocks = resource(client, IdentityBlocks, identity_links_call("blocks"))
+  client.archives = resource(client, Archives)
+  client.archives.passages = resource(client, ArchivePassages)
   client.models = resource(client, Models)
   client.models.embedding = resource(client, EmbeddingModels)
 end

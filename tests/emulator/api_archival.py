@@ -1,7 +1,9 @@
 """Archival memory: passages and archives (ENDPOINTS.md §8), as the Postgres (native archive) path
 of the server answers them: routers/v1/agents.py, passages.py, archives.py and
-agent_manager.query_agent_passages_async. No embeddings: a cosine similarity of word counts stands
-in for the vector search. FIDELITY.md cites the source line of each behaviour."""
+agent_manager.query_agent_passages_async. No vectors: a cosine similarity of word counts stands in
+for the vector search; each embedding request the server would make goes through self.embedder
+(emu_embed.py: its cost and refusals), never under the state lock. FIDELITY.md cites the source
+line of each behaviour."""
 
 import collections
 import datetime as dt
@@ -10,7 +12,8 @@ import re
 import time
 
 from emu_core import (ARCHIVAL_TOKEN_LIMIT, DB_ERROR, DEFAULT_ORG_ID, UNKNOWN_ERROR, UUID4_RX, ApiError, _dedup,
-                      _zone, ilike, iso, new_id, parse_datetime, words)
+                      _zone, ilike, iso, new_archive, new_id, parse_datetime, words)
+from emu_embed import tokens
 
 RETRIEVAL_QUERY_DEFAULT_PAGE_SIZE = 5       # letta/constants.py
 
@@ -69,25 +72,29 @@ class ArchivalApi:
     # An agent's archive is created with its first passage (archive_manager.
     # get_or_create_default_archive_for_agent_async); until then its archive_id names nothing.
     # The archive keeps the agent's embedding config of that moment.
-    def _ensure_archive(self, a):
-        if "_archive_embedding_config" not in a:
-            a["_archive_embedding_config"] = self._embedding_config(a)
+    def _ensure_archive(self, a, actor):
+        aid = a["archive_id"]
+        if aid not in self.s.archives:
+            self.s.archives[aid] = new_archive(aid, a["name"], self._embedding_config(a), actor, self.s.stamp(aid))
+            self.s.changed()
+        return self.s.archives[aid]
 
     def _archive(self, archive_id):
-        """archive_manager.get_archive_by_id_async -> {archive_id, _archive_embedding_config}, or
-        ArchiveModel.read_async's NoResultFound. An archive outlives its agent (only the
-        archives_agents row is deleted with it); the emulator keeps no archive table, so such an
-        archive is known by its passages, the first of which carries the archive's config."""
-        for a in self.s.agents.values():
-            if a["archive_id"] == archive_id and "_archive_embedding_config" in a:
-                return a
-        left = [p for p in self.s.passages.values() if p["archive_id"] == archive_id]
-        if left:
-            first = min(left, key=self._key)
-            return {"id": None, "archive_id": archive_id, "_archive_embedding_config": first["embedding_config"]}
-        raise ApiError(404, self._read_not_found("Archive", archive_id))
+        """archive_manager.get_archive_by_id_async: the row, or ArchiveModel.read_async's
+        NoResultFound. An archive outlives its agent (only the archives_agents row goes with it)."""
+        arc = self.s.archives.get(archive_id)
+        if arc is None:
+            raise ApiError(404, self._read_not_found("Archive", archive_id))
+        return arc
 
-    def _new_passage(self, a, text, tags, created_ts, metadata, actor, embedding_config):
+    def _archive_agent(self, archive_id):
+        """The agent attached to the archive (archives_agents), or None once it was deleted."""
+        for a in self.s.agents.values():
+            if a["archive_id"] == archive_id:
+                return a["id"]
+        return None
+
+    def _new_passage(self, archive_id, agent_id, text, tags, created_ts, metadata, actor, embedding_config):
         """passage_manager.create_agent_passage_async: tags deduplicated (the server's list(set())
         has no stable order; this keeps the first of each), NUL bytes dropped from the text,
         created_at given or now, updated_at now (the column's server default)."""
@@ -95,11 +102,11 @@ class ArchivalApi:
         ts = self.s.stamp(pid, created_ts)
         now = ts if created_ts is None else time.time()
         p = {"created_by_id": actor, "last_updated_by_id": actor, "created_at": iso(ts),
-             "updated_at": iso(now), "is_deleted": False, "archive_id": a["archive_id"], "source_id": None,
+             "updated_at": iso(now), "is_deleted": False, "archive_id": archive_id, "source_id": None,
              "file_id": None, "file_name": None, "metadata": metadata or {},
              "tags": _dedup(tags) if tags else tags, "id": pid, "text": text.replace("\x00", ""),
              "embedding": None, "embedding_config": embedding_config, "organization_id": DEFAULT_ORG_ID,
-             "_agent_id": a["id"], "_ts": ts}
+             "_agent_id": agent_id, "_ts": ts}
         self.s.passages[pid] = p
         self.s.changed()
         return p
@@ -133,7 +140,9 @@ class ArchivalApi:
             return 200, [self._public(x) for x in _limit(items, p.get("limit"))]
 
     def create_passage(self, req):
-        """server.insert_archival_memory_async -> passage_manager.insert_passage."""
+        """server.insert_archival_memory_async -> passage_manager.insert_passage: the agent, the
+        token limit, the archive (created now if needed, in its own transaction), then the
+        embedding request (when the agent has a config) and the passage."""
         body = req.json
         created = _datetime(body, "created_at", "body")
         actor = self._actor(req)
@@ -141,13 +150,16 @@ class ArchivalApi:
             a = self._agent_by_id(req.path_params["agent_id"])
             # ApproxTokenCounter (bytes / 4, rounded up); LettaInvalidArgumentError is a 400 whose
             # detail starts with its code
-            tokens = (len(body["text"].encode("utf-8")) + 3) // 4
-            if tokens > ARCHIVAL_TOKEN_LIMIT:
+            n = tokens(body["text"])
+            if n > ARCHIVAL_TOKEN_LIMIT:
                 raise ApiError(400, "INVALID_ARGUMENT: Archival memory content exceeds token limit of %d tokens "
-                               "(found %d tokens)" % (ARCHIVAL_TOKEN_LIMIT, tokens))
-            self._ensure_archive(a)
-            p = self._new_passage(a, body["text"], body.get("tags"), created, None, actor,
-                                  self._embedding_config(a))
+                               "(found %d tokens)" % (ARCHIVAL_TOKEN_LIMIT, n))
+            archive_id = self._ensure_archive(a, actor)["id"]
+            config = self._embedding_config(a)
+        if config:
+            self.embedder.embed([body["text"]])      # without the lock: requests overlap
+        with self.s.lock:
+            p = self._new_passage(archive_id, a["id"], body["text"], body.get("tags"), created, None, actor, config)
             return 200, [self._public(p)]
 
     @staticmethod
@@ -185,6 +197,9 @@ class ArchivalApi:
             return 200, {"results": [], "count": 0}
         with self.s.lock:
             a = self._agent_by_id(req.path_params["agent_id"])
+        if self._embedding_config(a):       # build_agent_passage_query embeds the query
+            self.embedder.embed([p["query"]])
+        with self.s.lock:
             tz = a.get("timezone")
             # the router hands the parsed datetimes on: a date-only end_datetime is 00:00 of that
             # day (the manager's end-of-day branch never runs), so that day is left out
@@ -220,6 +235,24 @@ class ArchivalApi:
             self.s.changed()
         return 200, {"message": "Memory id=%s successfully deleted" % mid}
 
+    def _search_config(self, q, agent_id, archive_id):
+        """passages.py:_get_embedding_config_for_search, only with a query."""
+        with self.s.lock:
+            if q and agent_id:
+                _check_id(agent_id, "agent")
+                return self._embedding_config(self._agent_by_id(agent_id))
+            if q and archive_id:
+                _check_id(archive_id, "archive")
+                return self._archive(archive_id)["embedding_config"]
+            if q:
+                # the oldest agent list_agents_async shows (not hidden); with none it reads
+                # server.default_embedding_config, which SyncServer does not have
+                shown = [a for a in self.s.agents.values() if not a.get("hidden")]
+                if not shown:
+                    raise ApiError(500, UNKNOWN_ERROR)
+                return self._embedding_config(min(shown, key=self._key))
+            return None
+
     def search_all_passages(self, req):
         """routers/v1/passages.py:search_passages. With a query, _get_embedding_config_for_search
         looks up the agent's, else the archive's, else the oldest agent's embedding config, and the
@@ -229,21 +262,10 @@ class ArchivalApi:
         q = body.get("query")
         agent_id, archive_id = body.get("agent_id"), body.get("archive_id")
         start, end = _datetime(body, "start_date", "body"), _datetime(body, "end_date", "body")
+        config = self._search_config(q, agent_id, archive_id)
+        if q and config:                    # build_agent_passage_query embeds the query
+            self.embedder.embed([q])
         with self.s.lock:
-            config = None
-            if q and agent_id:
-                _check_id(agent_id, "agent")
-                config = self._embedding_config(self._agent_by_id(agent_id))
-            elif q and archive_id:
-                _check_id(archive_id, "archive")
-                config = self._archive(archive_id)["_archive_embedding_config"]
-            elif q:
-                # the oldest agent list_agents_async shows (not hidden); with none it reads
-                # server.default_embedding_config, which SyncServer does not have
-                shown = [a for a in self.s.agents.values() if not a.get("hidden")]
-                if not shown:
-                    raise ApiError(500, UNKNOWN_ERROR)
-                config = self._embedding_config(min(shown, key=self._key))
             if agent_id:                    # agent_id wins over archive_id
                 items = self._agent_passages(agent_id)
             elif archive_id:
@@ -263,32 +285,134 @@ class ArchivalApi:
             return 200, [{"passage": self._public(x), "score": 0.0, "metadata": {}} for x in items]
 
     def archive_insert(self, req):
-        """archive_manager.create_passage_in_archive_async: no token limit, the archive's embedding
-        config, created_at a string read by datetime.fromisoformat."""
+        """archive_manager.create_passage_in_archive_async: the archive, one embedding request
+        when it has a config, then created_at read by datetime.fromisoformat; no token limit."""
         body = req.json
+        actor = self._actor(req)
         with self.s.lock:
-            actor = self._actor(req)
-            a = self._archive(req.path_params["archive_id"])
-            created = _iso_to_ts(body["created_at"]) if body.get("created_at") else None
-            p = self._new_passage(a, body["text"], body.get("tags"), created, body.get("metadata"), actor,
-                                  a["_archive_embedding_config"])
+            arc = dict(self._archive(req.path_params["archive_id"]))
+        if arc["embedding_config"] is not None:
+            self.embedder.embed([body["text"]])
+        created = _iso_to_ts(body["created_at"]) if body.get("created_at") else None
+        with self.s.lock:
+            p = self._new_passage(arc["id"], self._archive_agent(arc["id"]), body["text"], body.get("tags"),
+                                  created, body.get("metadata"), actor, arc["embedding_config"])
             return 200, self._public(p)
 
     def archive_insert_batch(self, req):
         """archive_manager.create_passages_in_archive_async: an empty list is [] before the archive
-        is looked up; every created_at is read before anything is written; the answer is read back
-        ORDER BY created_at."""
+        is looked up; one request_embeddings call for every text (a refused text fails the whole
+        call: 500, nothing written); every created_at is read before anything is written; one
+        transaction; the answer is read back ORDER BY created_at."""
         items = req.json["passages"]
         if not items:
             return 200, []
+        actor = self._actor(req)
         with self.s.lock:
-            actor = self._actor(req)
-            a = self._archive(req.path_params["archive_id"])
-            if a["_archive_embedding_config"] is None:      # archive.embedding_config.embedding_endpoint_type
-                raise ApiError(500, UNKNOWN_ERROR)
-            created = [_iso_to_ts(it["created_at"]) if isinstance(it.get("created_at"), str) and it["created_at"]
-                       else None for it in items]
-            out = [self._new_passage(a, it["text"], it.get("tags"), ts, it.get("metadata"), actor,
-                                     a["_archive_embedding_config"]) for it, ts in zip(items, created)]
+            arc = dict(self._archive(req.path_params["archive_id"]))
+        if arc["embedding_config"] is None:      # archive.embedding_config.embedding_endpoint_type
+            raise ApiError(500, UNKNOWN_ERROR)
+        self.embedder.embed([it["text"] for it in items])
+        created = [_iso_to_ts(it["created_at"]) if isinstance(it.get("created_at"), str) and it["created_at"]
+                   else None for it in items]
+        with self.s.lock:
+            agent_id = self._archive_agent(arc["id"])
+            out = [self._new_passage(arc["id"], agent_id, it["text"], it.get("tags"), ts, it.get("metadata"), actor,
+                                     arc["embedding_config"]) for it, ts in zip(items, created)]
             out.sort(key=lambda x: x["_ts"])
             return 200, [self._public(x) for x in out]
+
+    # =========================================================================================
+    # archives (routers/v1/archives.py)
+    # =========================================================================================
+    def list_archives(self, req):
+        """archive_manager.list_archives_async: agent_id's format (400), the agent (404 "Agent not
+        found"), then ArchiveModel.list_async: name exact, cursors, order, LIMIT."""
+        p = req.params
+        agent_id = p.get("agent_id")
+        if agent_id is not None:
+            _check_id(agent_id, "agent")
+        with self.s.lock:
+            if agent_id and agent_id not in self.s.agents:      # validate_agent_exists_async
+                raise ApiError(404, "Agent not found")
+            items = list(self.s.archives.values())
+            if p.get("name") is not None:
+                items = [x for x in items if x["name"] == p["name"]]
+            if agent_id is not None:
+                a = self.s.agents.get(agent_id)
+                items = [x for x in items if a and x["id"] == a["archive_id"]]
+            cursors = {}
+            for name in ("before", "after"):
+                if p.get(name):             # db_session.get(Archive, id): any archive
+                    if p[name] not in self.s.archives:
+                        raise ApiError(404, "No Archive found with id %s" % p[name])
+                    cursors[name] = self.s.archives[p[name]]
+            items = _page_archives(items, cursors.get("before"), cursors.get("after"),
+                                   p.get("order", "desc") == "asc", p.get("limit"))
+            return 200, [self._public(x) for x in items]
+
+    def get_archive(self, req):
+        """archive_manager.get_archive_by_id_async."""
+        with self.s.lock:
+            return 200, self._public(self._archive(req.path_params["archive_id"]))
+
+    def delete_archive(self, req):
+        """archive_manager.delete_archive_async: the archive (404), then a hard delete; 204, no body
+        (as for a passage, below). Its passages go with it (archival_passages.archive_id is ON DELETE
+        CASCADE, orm/mixins.py:ArchiveMixin) and so does the agent's link (archives_agents,
+        orm/archives_agents.py): the agent's next passage makes it a new archive."""
+        archive_id = req.path_params["archive_id"]
+        with self.s.lock:
+            self._archive(archive_id)
+            del self.s.archives[archive_id]
+            for pid in [pid for pid, p in self.s.passages.items() if p["archive_id"] == archive_id]:
+                del self.s.passages[pid]
+            for a in self.s.agents.values():
+                if a["archive_id"] == archive_id:
+                    a["archive_id"] = new_id("archive")
+            self.s.changed()
+        return 204, None
+
+    def delete_archive_passage(self, req):
+        """archive_manager.delete_passage_from_archive_async: the archive (404), the passage (404
+        "Agent passage with id … not found in database."), that it is the archive's (ValueError:
+        400), then a hard delete. The route's status_code=204 with `return None`: FastAPI drops
+        the body (is_body_allowed_for_status_code), Starlette sends no content-length for 204."""
+        archive_id, pid = req.path_params["archive_id"], req.path_params["passage_id"]
+        with self.s.lock:
+            self._archive(archive_id)
+            p = self.s.passages.get(pid)
+            if p is None:
+                raise ApiError(404, "Agent passage with id %s not found in database." % pid)
+            if p["archive_id"] != archive_id:
+                raise ApiError(400, "Passage %s does not belong to archive %s" % (pid, archive_id))
+            del self.s.passages[pid]
+            self.s.changed()
+        return 204, None
+
+
+def _page_archives(items, before, after, ascending, limit):
+    """sqlalchemy_base.py:list_async/_list_preprocess/_list_postprocess on (created_at, id)."""
+    if before and after and before["_ts"] < after["_ts"]:
+        raise ApiError(400, "'before' reference must be later than 'after' reference")
+
+    def key(x):
+        return (x["_ts"], x["id"])
+    if before and after:                # a window, whatever the order
+        items = [x for x in items if key(after) < key(x) < key(before)]
+    elif before:                        # the tie on id is `<` in both orders
+        items = [x for x in items if (x["_ts"] < before["_ts"] if ascending else x["_ts"] > before["_ts"])
+                 or (x["_ts"] == before["_ts"] and x["id"] < before["id"])]
+    elif after:
+        items = [x for x in items if (x["_ts"] > after["_ts"] if ascending else x["_ts"] < after["_ts"])
+                 or (x["_ts"] == after["_ts"] and x["id"] > after["id"])]
+    items.sort(key=key, reverse=not ascending)
+    if limit is None:
+        return items
+    if limit < 0:
+        raise ApiError(500, DB_ERROR)
+    items = items[:limit * 2] if before and after else items[:limit]
+    if before and after and len(items) > limit:     # the middle of the window
+        start = max(0, len(items) // 2 - limit // 2)
+        items = items[start:start + limit]
+    return items

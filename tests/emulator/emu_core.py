@@ -20,6 +20,7 @@ SERVER_VERSION = "0.16.8"
 # scripts/check-server.lua can be shown to notice them. name -> what it changes.
 COMPAT_SWITCHES = {
     "upsert-creates": "PUT /v1/identities/ creates an identity whose identifier_key is new (as before 0.16)",
+    "no-archive-batch": "no POST /v1/archives/{id}/passages/batch (as before 0.16.4): 405, allow DELETE",
 }
 DEFAULT_USER_ID = "user-00000000-0000-4000-8000-000000000000"
 DEFAULT_ORG_ID = "org-00000000-0000-4000-8000-000000000000"
@@ -81,10 +82,21 @@ def msg_date(ts):
 
 
 def parse_datetime(text, tz=None):
-    """ISO 8601 (or date-only) -> epoch seconds. Naive values are read in `tz` (agent timezone)."""
+    """ISO 8601 (or date-only) -> epoch seconds. Naive values are read in `tz` (agent timezone).
+    A number written as a string is a Unix time, in milliseconds above 2e10 (pydantic 2's lax
+    datetime from str, speedate)."""
     text = text.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
+    if re.match(r"^-?\d+(\.\d+)?$", text):
+        t = float(text)
+        return t / 1000 if abs(t) > 2e10 else t
+    m = re.match(r"^(\d{4}-\d{2}-\d{2})[Tt_ ](\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?([Zz]|[+-]\d{2}(?::?\d{2})?)?$", text)
+    if m:   # speedate's forms, in the one fromisoformat reads
+        zone = m.group(4) or ""
+        if zone in ("Z", "z"):
+            zone = "+00:00"
+        elif len(zone) == 3:
+            zone += ":00"
+        text = "%sT%s%s%s" % (m.group(1), m.group(2), "." + m.group(3)[:6].ljust(6, "0") if m.group(3) else "", zone)
     d = dt.datetime.fromisoformat(text)
     if d.tzinfo is None:
         d = d.replace(tzinfo=_zone(tz) or dt.timezone.utc)
@@ -189,6 +201,7 @@ class Store:
             self.blocks = {}
             self.identities = {}
             self.passages = {}
+            self.archives = {}
             self.messages = {}
             self.runs = {}
             # sort key of every object ever created, kept after deletion so that a deleted
@@ -211,7 +224,7 @@ class Store:
         return ts
 
     # --- persistence -------------------------------------------------------------------------
-    _TABLES = ("agents", "blocks", "identities", "passages", "messages", "runs")
+    _TABLES = ("agents", "blocks", "identities", "passages", "archives", "messages", "runs")
 
     def changed(self):
         if self.state_file:
@@ -256,10 +269,40 @@ class Store:
             self.keys = {k: tuple(v) for k, v in data.get("keys", {}).items()}
             self.seq = data.get("seq", 0)
             self._clock = max([k[0] for k in self.keys.values()] + [0.0])
+            if "archives" not in data:
+                self._archives_from_passages()
             # Runs that were in flight when the emulator stopped are finished now.
             for run in self.runs.values():
                 if run["status"] not in TERMINAL_RUN_STATES:
                     run["_resume"] = True
+
+
+    def _archives_from_passages(self):
+        """A state file written before the archives table: an archive was known by its agent's
+        `_archive_embedding_config` and by its passages. Rebuild the rows (created with the
+        first passage, named after the agent when it is still there)."""
+        names = {a["archive_id"]: a["name"] for a in self.agents.values()}
+        for p in sorted(self.passages.values(), key=lambda x: x["_ts"]):
+            aid = p["archive_id"]
+            if aid not in self.archives:
+                self.archives[aid] = new_archive(aid, names.get(aid), p["embedding_config"],
+                                                 p["created_by_id"], p["_ts"])
+                self.keys.setdefault(aid, (p["_ts"], 0))
+        for a in self.agents.values():
+            if "_archive_embedding_config" in a and a["archive_id"] not in self.archives:   # emptied
+                ts = self.stamp(a["archive_id"])
+                self.archives[a["archive_id"]] = new_archive(a["archive_id"], a["name"],
+                                                             a["_archive_embedding_config"], a["created_by_id"], ts)
+            a.pop("_archive_embedding_config", None)
+
+
+def new_archive(archive_id, agent_name, embedding_config, actor, ts):
+    """The row archive_manager.get_or_create_default_archive_for_agent_async creates, as
+    schemas/archive.py:Archive serialises it (metadata_ is a nullable column nothing sets)."""
+    return {"created_by_id": actor, "last_updated_by_id": actor, "created_at": iso(ts), "updated_at": iso(ts),
+            "name": "%s's Archive" % agent_name, "description": "Default archive created automatically",
+            "organization_id": DEFAULT_ORG_ID, "vector_db_provider": "native",
+            "embedding_config": embedding_config, "metadata": None, "id": archive_id, "_ts": ts}
 
 
 def _dedup(seq):

@@ -14,6 +14,7 @@ from api_archival import ArchivalApi
 from api_blocks import BlocksApi
 from api_identities import IdentitiesApi
 from api_messages import MessagesApi
+from emu_embed import Embedder
 
 
 # services/helpers/agent_manager_helper.py:get_column_names_from_includes_params (the `include`
@@ -56,6 +57,8 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
         self.rng = rng
         self.opt = options          # has run_delay_ms, flaky_block_list
         self.faults = faults
+        self.embedder = Embedder(getattr(options, "embed_ms", 0), getattr(options, "embed_concurrency", 0),
+                                 getattr(options, "embed_max_tokens", 8192))
         self.started = time.time()       # stands in for the default user's created_at
         for run in list(self.s.runs.values()):
             if run.pop("_resume", False):
@@ -64,6 +67,9 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
     def routes(self):
         # Within one path the methods are in the server's declaration order: a 405 names the first
         # route whose path matches (Starlette Router.app), e.g. PATCH for PUT /v1/agents/{id}.
+        compat = getattr(getattr(self, "opt", None), "compat", ())
+        batch = [] if "no-archive-batch" in compat else [
+            ("POST", "/v1/archives/{archive_id}/passages/batch", self.archive_insert_batch)]
         return [
             ("GET", "/v1/health/", self.health),
             ("GET", "/v1/ready/", self.health),
@@ -130,8 +136,13 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
             ("GET", "/v1/agents/{agent_id}/archival-memory/search", self.search_passages),
             ("DELETE", "/v1/agents/{agent_id}/archival-memory/{memory_id}", self.delete_passage),
             ("POST", "/v1/passages/search", self.search_all_passages),
+            # archives (routers/v1/archives.py, in its order)
+            ("GET", "/v1/archives/", self.list_archives),
+            ("GET", "/v1/archives/{archive_id}", self.get_archive),
+            ("DELETE", "/v1/archives/{archive_id}", self.delete_archive),
             ("POST", "/v1/archives/{archive_id}/passages", self.archive_insert),
-            ("POST", "/v1/archives/{archive_id}/passages/batch", self.archive_insert_batch),
+        ] + batch + [
+            ("DELETE", "/v1/archives/{archive_id}/passages/{passage_id}", self.delete_archive_passage),
         ]
 
     # =========================================================================================
@@ -315,4 +326,6 @@ class Api(AgentsApi, MessagesApi, BlocksApi, IdentitiesApi, ArchivalApi):
                 "blocks": [self._render_block(b) for b in sorted(self.s.blocks.values(), key=self._key)],
                 "agents": agents, "passages": passages, "messages": messages,
                 "runs": [self._public(r) for r in sorted(self.s.runs.values(), key=self._key)],
+                "archives": [dict(self._public(x), agent_id=self._archive_agent(x["id"]))
+                             for x in sorted(self.s.archives.values(), key=self._key)],
             }

@@ -4,7 +4,7 @@ the demo and offline script development. Python standard library only.
 
     python3 tests/emulator/letta_emulator.py --port 0 [--password PW] [--latency-ms N]
         [--state-file F] [--faults SPEC] [--run-delay-ms N] [--flaky-block-list P] [--seed N]
-        [--tls-cert F [--tls-key F]]
+        [--embed-ms N] [--embed-concurrency K] [--embed-max-tokens N] [--tls-cert F [--tls-key F]]
 
 Prints `LETTA_EMULATOR_URL=http://127.0.0.1:PORT` once it accepts connections and serves until
 SIGTERM/SIGINT. See README.md in this folder for the options, the fault grammar and /_emulator/.
@@ -40,7 +40,7 @@ from schema_validator import Spec  # noqa: E402
 AUTH_EXEMPT = {"/v1/health", "/v1/health/", "/latest/health/", "/v1/ready", "/v1/ready/",
                "/latest/ready", "/latest/ready/"}
 REDACTED_HEADERS = ("authorization", "x-bare-password")
-REASONS = {200: "OK", 307: "Temporary Redirect", 400: "Bad Request", 401: "Unauthorized",
+REASONS = {200: "OK", 204: "No Content", 307: "Temporary Redirect", 400: "Bad Request", 401: "Unauthorized",
            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
            422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
@@ -327,7 +327,7 @@ class Emulator:
                 schema = {"$ref": "#/components/schemas/LettaStreamingResponse"}
             else:
                 schema = self.spec.response_schema(req.route.method, req.route.template)
-        elif reply.status == 307:
+        elif reply.status in (204, 307):
             return True
         else:
             schema = ERROR_BODY_SCHEMA
@@ -400,24 +400,33 @@ class Emulator:
             except (faultlib.FaultError, TypeError, ValueError) as e:
                 return Reply(400, {"detail": str(e)})
             return Reply(200, {"faults": self.faults.snapshot()})
+        if p == "/_emulator/stats" and m == "GET":
+            return Reply(200, {"embedding": self.api.embedder.snapshot()})
         if p == "/_emulator/reset" and m == "POST":
             self.store.reset()
+            self.api.embedder.reset_stats()
             if not body.get("keep_faults"):
                 self.faults.clear()
             with self.log_lock:
                 self.log.clear()
             return Reply(200, {"ok": True})
         if p == "/_emulator/config":
-            if m == "POST":
-                for key in ("latency_ms", "run_delay_ms", "flaky_block_list", "password"):
-                    if key in body:
-                        setattr(self.args, key, body[key])
-                self.latency = self.args.latency_ms / 1000.0
-                self.password = self.args.password
-            cfg = {k: getattr(self.args, k) for k in ("latency_ms", "run_delay_ms", "flaky_block_list")}
-            cfg["password_set"] = bool(self.password)
-            return Reply(200, cfg)
+            return self.admin_config(m, body)
         return Reply(404, {"detail": "Not Found"})
+
+    def admin_config(self, method, body):
+        if method == "POST":
+            for key in ("latency_ms", "run_delay_ms", "flaky_block_list", "password"):
+                if key in body:
+                    setattr(self.args, key, body[key])
+            self.latency = self.args.latency_ms / 1000.0
+            self.password = self.args.password
+            self.api.embedder.configure(body.get("embed_ms"), body.get("embed_concurrency"),
+                                        body.get("embed_max_tokens"))
+        cfg = {k: getattr(self.args, k) for k in ("latency_ms", "run_delay_ms", "flaky_block_list")}
+        cfg.update(self.api.embedder.config())
+        cfg["password_set"] = bool(self.password)
+        return Reply(200, cfg)
 
 
 def _non_null(schema, spec):
@@ -600,15 +609,7 @@ class Handler(socketserver.BaseRequestHandler):
         """Answer one request. Returns False when the connection must not be reused."""
         t0 = time.time()
         if req.path.startswith("/_emulator/"):
-            # admin: no password, no faults, no latency, not recorded
-            try:
-                reply = emu.admin(req)
-            except (TypeError, ValueError, AttributeError) as e:
-                reply = Reply(400, {"detail": "bad admin request: %s" % e})
-            body = dumps(reply.value)
-            self.sock.sendall(self.head(reply.status, dict(reply.headers, **{
-                "content-length": str(len(body)), "content-type": "application/json"}), keep_alive) + body)
-            return True
+            return self.serve_admin(emu, req, keep_alive)
         reply, fault = emu.handle(req)
         if emu.latency > 0:
             time.sleep(emu.latency)           # per response, in this connection's thread only
@@ -624,7 +625,10 @@ class Handler(socketserver.BaseRequestHandler):
         if kind in (None, "slow"):
             schema_ok = emu.check_response(req, reply, reply.value) if reply.raw is None else True
         headers = dict(reply.headers)
-        headers["content-length"] = str(len(body))
+        if reply.status == 204:           # FastAPI empties the body; Starlette sets no content-length
+            body = b""
+        else:
+            headers["content-length"] = str(len(body))
         if reply.raw is None:
             headers["content-type"] = "application/json"
         if kind == "commit-500":
@@ -655,6 +659,17 @@ class Handler(socketserver.BaseRequestHandler):
         if req.method == "HEAD":          # uvicorn sends the headers of the GET answer, no body
             body = b""
         self.sock.sendall(self.head(reply.status, headers, keep_alive) + body)
+        return True
+
+    def serve_admin(self, emu, req, keep_alive):
+        """Admin: no password, no faults, no latency, not recorded."""
+        try:
+            reply = emu.admin(req)
+        except (TypeError, ValueError, AttributeError) as e:
+            reply = Reply(400, {"detail": "bad admin request: %s" % e})
+        body = dumps(reply.value)
+        self.sock.sendall(self.head(reply.status, dict(reply.headers, **{
+            "content-length": str(len(body)), "content-type": "application/json"}), keep_alive) + body)
         return True
 
     def serve_stream(self, emu, req, reply, kind, keep_alive, fault, t0):
@@ -742,6 +757,12 @@ def parse_args(argv=None):
                     help="comma-separated LLM handles GET /v1/models/ lists and agent create accepts")
     ap.add_argument("--embedding-models", default="openai/text-embedding-3-small",
                     help="comma-separated embedding handles GET /v1/models/embedding lists")
+    ap.add_argument("--embed-ms", type=float, default=0,
+                    help="server time each embedding request costs, without the state lock (default 0)")
+    ap.add_argument("--embed-concurrency", type=int, default=0,
+                    help="embedding requests in flight at most, server-wide (default 0: unlimited)")
+    ap.add_argument("--embed-max-tokens", type=int, default=8192,
+                    help="the embedding provider refuses an input over N tokens (default 8192)")
     ap.add_argument("--compat", default="",
                     help="comma-separated behaviours of other server versions to imitate (see README.md)")
     args = ap.parse_args(argv)
@@ -753,6 +774,8 @@ def parse_args(argv=None):
     unknown = args.compat - set(COMPAT_SWITCHES)
     if unknown:
         ap.error("unknown --compat %s (known: %s)" % (",".join(sorted(unknown)), ",".join(sorted(COMPAT_SWITCHES))))
+    if args.embed_ms < 0 or args.embed_concurrency < 0 or args.embed_max_tokens < 1:
+        ap.error("--embed-ms and --embed-concurrency must be >= 0, --embed-max-tokens >= 1")
     if not 0.0 <= args.flaky_block_list <= 1.0:
         ap.error("--flaky-block-list must be between 0 and 1")
     return args

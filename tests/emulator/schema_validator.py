@@ -12,8 +12,10 @@ import re
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # RFC 3339 / ISO 8601 date-time as pydantic accepts it (space or T, optional fraction and offset).
+# pydantic 2's lax datetime from a string (speedate): a date, or a date, T/t/_/space and a time with an
+# optional fraction and zone (Z, z, +HH, +HHMM, +HH:MM); or a number, read as a Unix time
 _DATETIME_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+    r"^(\d{4}-\d{2}-\d{2}([Tt_ ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?)?|-?\d+(\.\d+)?)$")
 
 
 class Spec:

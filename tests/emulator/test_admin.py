@@ -24,7 +24,7 @@ class AdminTest(EmulatorTestCase):
         self.c.post("/v1/agents/%s/archival-memory" % a["id"], {"text": "p"})
         self.c.post("/v1/agents/%s/messages" % a["id"], {"input": "x"})
         st = self.admin_state()
-        self.assertEqual(set(st), {"identities", "blocks", "agents", "passages", "messages", "runs"})
+        self.assertEqual(set(st), {"identities", "blocks", "agents", "passages", "messages", "runs", "archives"})
         agent = st["agents"][0]
         self.assertEqual((agent["id"], agent["block_ids"], agent["identity_ids"]), (a["id"], [b["id"]], [i["id"]]))
         self.assertEqual([p["text"] for p in st["passages"][a["id"]]], ["p"])

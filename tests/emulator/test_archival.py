@@ -70,6 +70,12 @@ class ArchivalTest(EmulatorTestCase):
         self.assertFalse(p["updated_at"].startswith("2024-"))
         self.assertTrue(self.add("naive", created_at="2024-01-15T09:30:00")["created_at"].startswith("2024-01-15T09:30:00"))
         self.assertEqual(self.c.post(self.base, {"text": "x", "created_at": "2024-02-30T00:00:00"}).status, 422)
+        # pydantic 2 reads a number in a string as a Unix time (milliseconds above 2e10)
+        self.assertEqual(self.add("unix", created_at="1700000000.5")["created_at"], "2023-11-14T22:13:20.500000Z")
+        self.assertEqual(self.add("unix ms", created_at="1700000000000")["created_at"], "2023-11-14T22:13:20Z")
+        self.assertEqual(self.add("forms", created_at="2024-01-15t09:30:00,1234567+0530")["created_at"],
+                         "2024-01-15T04:00:00.123456Z")
+        self.assertEqual(self.add("hour zone", created_at="2024-01-15_09:30-02")["created_at"], "2024-01-15T11:30:00Z")
 
     def test_tags_are_deduplicated_and_nul_bytes_dropped(self):
         """passage_manager.create_agent_passage_async: tags = list(set(tags)) when non-empty (the
@@ -428,10 +434,15 @@ class ArchivalTest(EmulatorTestCase):
 
     def test_archive_insert_one(self):
         """archive_manager.create_passage_in_archive_async: metadata, tags, the archive's embedding
-        config, no token limit; returns one Passage; listed with the agent's passages."""
+        config, no token limit of its own (only the embedding provider's, raised here); returns one
+        Passage; listed with the agent's passages."""
         archive = self.archive()
-        r = self.c.post("/v1/archives/%s/passages" % archive,
-                        {"text": "y" * 40000, "metadata": {"k": 1}, "tags": ["a", "a"]})
+        self.c.post("/_emulator/config", {"embed_max_tokens": 100000})
+        try:
+            r = self.c.post("/v1/archives/%s/passages" % archive,
+                            {"text": "y" * 40000, "metadata": {"k": 1}, "tags": ["a", "a"]})
+        finally:
+            self.c.post("/_emulator/config", {"embed_max_tokens": 8192})
         self.assertEqual((r.status, r.json["metadata"], r.json["tags"]), (200, {"k": 1}, ["a"]))
         self.assertEqual(r.json["embedding_config"], self.agent["embedding_config"])
         self.assertEqual(len(self.c.get(self.base).json), 2)

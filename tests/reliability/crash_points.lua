@@ -109,13 +109,34 @@ local WORKFLOWS = {
   },
   {
     id = "import",
-    what = "scripts/import.lua, " .. IMPORT_ITEMS .. " passages, 16 in flight",
+    what = "scripts/import.lua, " .. IMPORT_ITEMS .. " passages, batches of 20, 4 in flight",
     recovery = "rerun, then a third run sends nothing",
     setup = function(c)
       c.agent = agent_of()
       c.file, c.texts = lib.jsonl(c.dir .. "/items.jsonl", IMPORT_ITEMS)
     end,
-    argv = function(c) return { lib.support.root .. "/scripts/import.lua", c.agent, c.file } end,
+    argv = function(c) return { lib.support.root .. "/scripts/import.lua", c.agent, c.file, "--batch", "20" } end,
+    recover = function(c)
+      must(lib.cli(c, "import", c.agent, c.file), "the import rerun")
+    end,
+    check = function(c)
+      local bad = lib.check_import(c, c.agent, c.texts)
+      if bad then return bad end
+      local r = must(lib.cli(c, "import", c.agent, c.file, "--json"), "the third run")
+      local s = json.decode(r.stdout)
+      if s.sent ~= 0 or s.skipped ~= IMPORT_ITEMS then return string.format("the third run sent %d, skipped %d", s.sent, s.skipped) end
+      return lib.check_import(c, c.agent, c.texts)
+    end,
+  },
+  {
+    id = "import-passage",
+    what = "scripts/import.lua --batch 1, " .. IMPORT_ITEMS .. " passages, 16 in flight",
+    recovery = "rerun, then a third run sends nothing",
+    setup = function(c)
+      c.agent = agent_of()
+      c.file, c.texts = lib.jsonl(c.dir .. "/items.jsonl", IMPORT_ITEMS)
+    end,
+    argv = function(c) return { lib.support.root .. "/scripts/import.lua", c.agent, c.file, "--batch", "1" } end,
     recover = function(c)
       must(lib.cli(c, "import", c.agent, c.file), "the import rerun")
     end,

@@ -1,4 +1,5 @@
--- The fault matrix: every workflow (onboard, chat, chat streamed, import, offboard, doctor) under
+-- The fault matrix: every workflow (onboard, chat, chat streamed, import in batches and one per
+-- request, offboard, doctor) under
 -- every emulator fault, each run through its CLI script (bin/lettash scripts/<name>.lua) against
 -- the emulator, with a store of its own.
 --
@@ -38,6 +39,7 @@ local FAULTS = {
 }
 
 local ATTACH = "PATCH /v1/agents/*/core-memory/blocks/attach/*"
+local BATCH = "POST /v1/archives/*/passages/batch"
 local DETACH = "PATCH /v1/agents/*/core-memory/blocks/detach/*"
 
 local function agent_of(emu)
@@ -131,13 +133,26 @@ local WORKFLOWS = {
       c.agent = agent_of(c.emu)
       c.file, c.texts = lib.jsonl(c.dir .. "/items.jsonl", 40)
     end,
-    run = function(c) return lib.cli(c, "import", c.agent, c.file) end,
+    -- in batches of 10 (the first item alone, through the agent route: it makes the archive)
+    run = function(c) return lib.cli(c, "import", c.agent, c.file, "--batch", "10") end,
     check = function(c) return lib.check_import(c, c.agent, c.texts) end,
     -- the look-up (a listing by text) runs only after an ambiguous send: its rule is paired with a
-    -- create fault
+    -- batch fault
+    routes = { { BATCH }, { BATCH, times = 4 }, { "GET /v1/archives/" }, { "POST /v1/agents/*/archival-memory" },
+               { "GET /v1/agents/*/archival-memory", with = "kind=commit-500,times=2,route=" .. BATCH } },
+    report_exit = 2, -- failed items: exit 2, listed by line on stdout
+  },
+  {
+    id = "import-passage",
+    setup = function(c)
+      c.agent = agent_of(c.emu)
+      c.file, c.texts = lib.jsonl(c.dir .. "/items.jsonl", 40)
+    end,
+    run = function(c) return lib.cli(c, "import", c.agent, c.file, "--batch", "1") end,
+    check = function(c) return lib.check_import(c, c.agent, c.texts) end,
     routes = { { "POST /v1/agents/*/archival-memory" }, { "POST /v1/agents/*/archival-memory", times = 4 },
                { "GET /v1/agents/*/archival-memory", with = "kind=commit-500,times=2,route=POST /v1/agents/*/archival-memory" } },
-    report_exit = 2, -- failed items: exit 2, listed by line on stdout
+    report_exit = 2,
   },
   {
     id = "offboard",

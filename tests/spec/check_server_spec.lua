@@ -17,7 +17,7 @@ local CHECKS = {
   "block-attach", "block-attach-idempotent", "block-attach-label-clash", "block-detach", "block-detach-not-attached",
   "message-send", "message-sender-id", "message-stream", "run-async",
   "messages-newest-page", "messages-before", "messages-after",
-  "passage-create", "passage-list", "passage-search-tags", "passage-delete",
+  "passage-create", "passage-batch", "passage-list", "passage-search-tags", "passage-delete",
   "block-delete", "identity-delete", "agent-delete",
 }
 
@@ -76,6 +76,8 @@ describe("scripts/check-server.lua", function()
     for _, q in ipairs(emu:requests()) do
       if q.path:match("^/v1/agents/[^/]+/archival%-memory") and q.status == 200 then
         if q.method == "POST" then made = made + 1 elseif q.method == "DELETE" then deleted = deleted + 1 end
+      elseif q.path:match("^/v1/archives/[^/]+/passages/batch$") and q.status == 200 then
+        made = made + #q.body.passages
       end
     end
     assert.equal(made, deleted, "passages made and deleted")
@@ -314,6 +316,29 @@ describe("scripts/check-server.lua", function()
           assert.is_false(c.needed)
           assert.matches("^200: PUT /v1/identities/ created", c.seen)
           assert.matches("^does not depend on it: ", c.lettash)
+        else
+          assert.is_true(c.ok, c.name)
+        end
+      end
+      assert_clean(emu)
+    end)
+  end)
+
+  -- -------------------------------------------------------------------------------------------
+  describe("against a server without the archive batch route (--compat no-archive-batch, Letta 0.16.3)", function()
+    local emu
+    emulator.suite(_ENV, function(e) emu = e end, { args = { "--password", PASSWORD, "--compat", "no-archive-batch" } })
+
+    it("names exactly that behaviour, as one lettash does not depend on (exit 0)", function()
+      local r = run(emu.url, { "--json" })
+      assert.equal(0, r.code, r.stderr)
+      local doc = json.decode(r.stdout)
+      assert.same({ checks = #CHECKS, ok = #CHECKS - 1, differ = 1, skipped = 0 }, doc.totals)
+      for _, c in ipairs(doc.checks) do
+        if c.name == "passage-batch" then
+          assert.is_false(c.needed)
+          assert.matches("^405 Method Not Allowed: .* %(Letta before 0%.16%.4 has no batch route%)$", c.seen)
+          assert.matches("^does not depend on it: import then sends one passage per request", c.lettash)
         else
           assert.is_true(c.ok, c.name)
         end

@@ -15,10 +15,19 @@ local json = letta.json
 
 local MISSING_AGENT = emulator.missing_id("agent")
 
+-- These specs pin the per-passage route (--batch 1, one passage per request through the agent),
+-- whose faults and request counts they assert; import_batch_spec.lua covers the batch route.
+local function per_passage(args)
+  for _, a in ipairs(args) do if a == "--batch" then return args end end
+  local a = { "--batch", "1" }
+  for _, x in ipairs(args) do a[#a + 1] = x end
+  return a
+end
+
 -- The script as a child: run(url, store, {args}, {env=, stdin=}) -> {code=, stdout=, stderr=}.
 local function run(url, store, args, opts)
   opts = opts or {}
-  return script_runner.run("import", args, { url = url, store = store, env = opts.env, stdin = opts.stdin })
+  return script_runner.run("import", per_passage(args), { url = url, store = store, env = opts.env, stdin = opts.stdin })
 end
 
 local function run_json(url, store, args, opts)
@@ -80,7 +89,7 @@ local function port_of(url) return url:match(":(%d+)$") end
 -- pid, and a function that waits for it to end and returns {code=, stdout=, stderr=}.
 local function spawn_import(url, store, args, out, env, stdin)
   local parts = {}
-  for _, a in ipairs(args) do parts[#parts + 1] = support.quote(a) end
+  for _, a in ipairs(per_passage(args)) do parts[#parts + 1] = support.quote(a) end
   local prefix = support.lua_path and "LETTASH_LUA_PATH=" .. support.quote(support.lua_path) .. " " or ""
   for k, v in pairs(env or {}) do prefix = prefix .. k .. "=" .. support.quote(v) .. " " end
   os.execute(string.format("(%sLETTA_BASE_URL=%s LETTA_STORE=%s sh -c 'echo $$ >%s.pid; exec \"$@\"' sh %s %s %s "
@@ -461,7 +470,7 @@ describe("import:", function()
       local agent = new_agent()
       local good = { "2024-01-02", "2024-01-02T03:04", "2024-01-02 03:04:05", "2024-01-02T03:04:05.5Z",
                      "2024-01-02T03:04:05-0530", "2024-02-29",
-                     -- pydantic reads these too (the emulator's schema check does not: not sent below)
+                     -- pydantic reads these too (speedate's forms, and a Unix time in s or ms)
                      "2024-01-02t03:04:05.123456789", "2024-01-02_03:04:05,5+02:00", "1704164645", "1704164645123" }
       local bad = { "yesterday", "2024-02-30", "2023-02-29", "2024-13-01", "2024-01-02T25:00", "2024-01-02T03:04:61",
                     "2024-1-2", "02/01/2024", "2024-01-02T03", "2024-01-02 ", "" } -- (pydantic: "" is no date either)
@@ -477,15 +486,16 @@ describe("import:", function()
         assert.matches("created_at is not a date", b.error)
       end
       assert.equal(0, #emu:requests())
-      -- and a real run never sends them (the forms the emulator reads land)
-      local iso = {}
-      for i = 1, 6 do iso[#iso + 1] = lines[i] end
-      iso[#iso + 1] = lines[#good + 1]
-      support.write_file(path, table.concat(iso, "\n") .. "\n")
-      emu:clear_requests()
-      s = run_json(emu.url, store(), { agent, path }, nil)
-      assert.same({ 6, 6, 1, 0 }, { s.items, s.sent, s.bad, s.failed })
-      assert.equal(6, count(emu:requests(), is_post))
+      -- and a real run never sends them (the good ones land, through either route)
+      local some = {}
+      for i = 1, #good + 1 do some[#some + 1] = lines[i] end
+      support.write_file(path, table.concat(some, "\n") .. "\n")
+      for _, batch in ipairs({ "1", "4" }) do
+        emu:clear_requests()
+        s = run_json(emu.url, store(), { new_agent(), path, "--batch", batch }, nil)
+        assert.same({ #good, #good, 1, 0 }, { s.items, s.sent, s.bad, s.failed })
+      end
+      assert.equal(1, count(emu:requests(), is_post)) -- the first creates the agent's archive, the rest go in batches
     end)
 
     it("checks created_at in CSV too", function()
@@ -544,7 +554,7 @@ describe("import:", function()
       assert.equal(agent, run1.agent_id)
       assert.equal(path, run1.source) -- absolute already (a tmpdir)
       assert(run1.pending >= 1 and run1.pending <= 8, "pending " .. run1.pending)
-      assert.equal("bin/lettash scripts/import.lua " .. agent .. " " .. path .. " --tags k --concurrency 8 --dedupe content",
+      assert.equal("bin/lettash scripts/import.lua " .. agent .. " " .. path .. " --tags k --concurrency 8 --batch 1 --dedupe content",
                    run1.command)
       assert.is_nil(run1.error)
       assert.matches("^%d%d%d%d%-%d%d%-%d%dT", run1.started)
@@ -580,7 +590,7 @@ describe("import:", function()
       assert.equal("stdin", list[1].source)
       assert.equal(0, list[1].pending) -- refused by the server: nothing left in doubt
       assert.matches("401", list[1].error)
-      assert.equal("bin/lettash scripts/import.lua " .. other .. " - --concurrency 2", list[1].command)
+      assert.equal("bin/lettash scripts/import.lua " .. other .. " - --concurrency 2 --batch 1", list[1].command)
     end)
   end)
 end)
@@ -599,21 +609,23 @@ describe("import: waiting without polling (a semaphore, issue 14)", function()
       c:close()
       emu:stop()
     end)
-    local agent = emulator.new_agent(c, { name = "bot", memory_blocks = json.array() }).id
     local lines = {}
     for i = 1, 12 do lines[#lines + 1] = json.encode({ text = "the same item" }) end
     for i = 1, 12 do lines[#lines + 1] = json.encode({ text = "item " .. i }) end
     support.write_file(dir .. "/in.jsonl", table.concat(lines, "\n") .. "\n")
-    local sleeps = 0
-    loop.sleep = function(s) sleeps = sleeps + 1 return real_sleep(s) end
-    local summary = import.run{ client = c, store = st, agent_id = agent, source = dir .. "/in.jsonl",
-                                concurrency = 4, dedupe = "content", progress = false }
-    loop.sleep = real_sleep
-    assert.equal(13, summary.sent)
-    assert.equal(11, summary.skipped)
-    assert.equal(0, summary.failed)
-    assert.equal(0, sleeps) -- nothing failed: nothing to back off from, and no waiting by polling
-    assert.equal(13, emu:count("POST", "/v1/agents/" .. agent .. "/archival-memory"))
+    for _, batch in ipairs({ 1, 4 }) do -- one per request; in batches (a batch never holds a key twice)
+      local agent = emulator.new_agent(c, { name = "bot", memory_blocks = json.array() }).id
+      local sleeps = 0
+      loop.sleep = function(s) sleeps = sleeps + 1 return real_sleep(s) end
+      local summary = import.run{ client = c, store = st, agent_id = agent, source = dir .. "/in.jsonl",
+                                  concurrency = 4, batch = batch, dedupe = "content", progress = false }
+      loop.sleep = real_sleep
+      assert.equal(13, summary.sent)
+      assert.equal(11, summary.skipped)
+      assert.equal(0, summary.failed)
+      assert.equal(0, sleeps) -- nothing failed: nothing to back off from, and no waiting by polling
+      assert.equal(batch == 1 and 13 or 1, emu:count("POST", "/v1/agents/" .. agent .. "/archival-memory"))
+    end
   end)
 end)
 

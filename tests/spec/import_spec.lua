@@ -13,13 +13,22 @@ local POST_PASSAGE = "POST /v1/agents/*/archival-memory"
 
 local function sleep(s) letta.sleep(s) end
 
+-- These specs pin the per-passage route (--batch 1, one passage per request through the agent),
+-- whose faults and request counts they assert; import_batch_spec.lua covers the batch route.
+local function per_passage(args)
+  for _, a in ipairs(args) do if a == "--batch" then return args end end
+  local a = { "--batch", "1" }
+  for _, x in ipairs(args) do a[#a + 1] = x end
+  return a
+end
+
 describe("scripts/import.lua", function()
   local emu, admin, dir
 
   -- run(args, opts) -> {code=, stdout=, stderr=}: the script as a child, on this test's store.
   local function run(args, opts)
     opts = opts or {}
-    return script_runner.run("import", args, { url = (opts.emu or emu).url, store = dir .. "/store",
+    return script_runner.run("import", per_passage(args), { url = (opts.emu or emu).url, store = dir .. "/store",
                                                stdin = opts.stdin })
   end
 
@@ -74,7 +83,7 @@ describe("scripts/import.lua", function()
   -- Starts the import of `path` into `agent` in the background (stdout/stderr in out.out/out.err);
   -- returns its pid.
   local function spawn_import(agent, path, out)
-    os.execute(string.format("(LETTA_BASE_URL=%s LETTA_STORE=%s exec %s %s %s %s) </dev/null >%s.out 2>%s.err & echo $! >%s.pid",
+    os.execute(string.format("(LETTA_BASE_URL=%s LETTA_STORE=%s exec %s %s %s %s --batch 1) </dev/null >%s.out 2>%s.err & echo $! >%s.pid",
                              support.quote(emu.url), support.quote(dir .. "/store"), support.quote(support.bin),
                              support.quote(script_runner.path("import")), support.quote(agent), support.quote(path),
                              out, out, out))

@@ -379,7 +379,7 @@ describe("user mistakes", function()
       finally(function() emu:config{ latency_ms = 0 } end)
       -- killed (SIGKILL) in the middle of the import
       local argv = { support.quote(support.bin), support.quote(support.root .. "/scripts/import.lua"), agent.id,
-                     support.quote(file), "--concurrency", "1" }
+                     support.quote(file), "--batch", "5", "--concurrency", "1" } -- 8 batches: about 3 s
       -- (the shell reaps it: a zombie would still count as a running import)
       support.sh(table.concat(argv, " ") .. " & p=$!; sleep 2; kill -9 $p; wait $p", { env = sr.env() })
       emu:config{ latency_ms = 0 }

@@ -47,6 +47,32 @@ function _M.forget(store, it)
   store:update(function(txn) records.del_item(txn, it.key) end)
 end
 
+-- The same for a batch of items, each in one write transaction: begin_many -> their entries as
+-- they were (entries[i] for items[i]); done_many(store, items, ids) with ids[i] the passage id of
+-- items[i]; forget_many.
+function _M.begin_many(store, items, run_id)
+  return store:update(function(txn)
+    local prior = {}
+    for i, it in ipairs(items) do
+      prior[i] = records.item(txn, it.key) or false
+      if not prior[i] then records.put_pending(txn, it.key, it.line, run_id) end
+    end
+    return prior
+  end)
+end
+
+function _M.done_many(store, items, ids)
+  store:update(function(txn)
+    for i, it in ipairs(items) do records.put_done(txn, it.key, it.line, ids[i]) end
+  end)
+end
+
+function _M.forget_many(store, items)
+  store:update(function(txn)
+    for _, it in ipairs(items) do records.del_item(txn, it.key) end
+  end)
+end
+
 -- ---------------------------------------------------------------------------------------------
 -- Runs
 
@@ -79,18 +105,22 @@ local function resume_args(opts, source)
   if opts.tags and #opts.tags > 0 then add("--tags", table.concat(opts.tags, ",")) end
   add("--chunk-size", opts.chunk_size)
   add("--concurrency", opts.concurrency)
+  add("--batch", opts.batch)
   if opts.dedupe == "content" then add("--dedupe", "content") end
   return args
 end
 
+-- Options a resume may change: they do not change the items.
+local HOW = { ["--concurrency"] = true, ["--batch"] = true }
+
 -- new_run(store, opts, source) -> run: this import's record, with run.id (what makes the items:
--- all arguments but --concurrency, which a resume may change) and run:note(fields, done) to
--- write it (with fields merged in and the count of items done).
+-- all arguments but those of HOW) and run:note(fields, done) to write it (with fields merged in
+-- and the count of items done).
 function _M.new_run(store, opts, source)
   local args = resume_args(opts, source)
   local identity = {}
   for i, a in ipairs(args) do
-    if a ~= "--concurrency" and args[i - 1] ~= "--concurrency" then identity[#identity + 1] = a end
+    if not HOW[a] and not HOW[args[i - 1]] then identity[#identity + 1] = a end
   end
   local id = core.hash(table.concat(identity, "\0"))
   local rec = { agent_id = opts.agent_id, source = args[2], args = args, pid = core.pid(),

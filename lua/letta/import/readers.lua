@@ -3,8 +3,8 @@
 -- Everything Letta 0.16.8 would refuse is a bad line here, caught by --dry-run too.
 local json = require "letta.json"
 
-local type, pcall, ipairs, tostring, tonumber, string, table, math, utf8, coroutine, setmetatable =
-  type, pcall, ipairs, tostring, tonumber, string, table, math, utf8, coroutine, setmetatable
+local type, pcall, ipairs, tostring, tonumber, string, table, math, utf8, coroutine, setmetatable, os =
+  type, pcall, ipairs, tostring, tonumber, string, table, math, utf8, coroutine, setmetatable, os
 
 local _M = {}
 
@@ -66,6 +66,35 @@ local function check_created_at(s)
   if not zh then zh, zm = after:match("^[+-](%d%d)$"), "00" end
   if not zh or tonumber(zh) > 23 or tonumber(zm) > 59 then return bad end
   return nil
+end
+
+-- created_at (as check_created_at lets through) in the form Python's datetime.fromisoformat reads,
+-- which is how the archive routes read it (archive_manager.create_passages_in_archive_async), where
+-- the agent route takes pydantic's wider set: a Unix time becomes UTC, the separator T, a comma
+-- a point, the fraction at most 6 digits (pydantic keeps microseconds), Z and +HH[MM] +HH:MM.
+function _M.iso8601(s)
+  if s:match("^%-?%d+$") or s:match("^%-?%d+%.%d+$") then
+    local t = tonumber(s)
+    if math.abs(t) > 2e10 then t = t / 1000 end
+    local whole = math.floor(t)
+    local us = math.floor((t - whole) * 1e6 + 0.5)
+    if us >= 1000000 then whole, us = whole + 1, 0 end
+    return os.date("!%Y-%m-%dT%H:%M:%S", whole) .. (us > 0 and string.format(".%06d", us) or "") .. "+00:00"
+  end
+  local date, rest = s:match("^(%d%d%d%d%-%d%d%-%d%d)(.*)$")
+  if not date or rest == "" then return s end
+  local hm, after = rest:match("^[Tt_ ](%d%d:%d%d)(.*)$")
+  if not hm then return s end
+  local sec, frac = after:match("^(:%d%d)[.,](%d+)")
+  if frac then after = after:sub(5 + #frac) else
+    sec = after:match("^:%d%d")
+    if sec then after = after:sub(4) end
+  end
+  local zone = after
+  if after == "Z" or after == "z" then zone = "+00:00"
+  elseif after:match("^[+-]%d%d$") then zone = after .. ":00"
+  elseif after:match("^[+-]%d%d%d%d$") then zone = after:sub(1, 3) .. ":" .. after:sub(4) end
+  return date .. "T" .. hm .. (sec or ":00") .. (frac and "." .. frac:sub(1, 6) or "") .. zone
 end
 
 -- JSON null is "not given" (the server reads it so).

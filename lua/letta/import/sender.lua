@@ -17,6 +17,7 @@ local _M = {}
 
 -- The backoff between the attempts at one item: 0.25 s doubling up to 8 s, less up to 25% jitter.
 local BACKOFF = { base = 0.25, cap = 8, jitter = 0.25 }
+_M.BACKOFF = BACKOFF
 
 -- What to look for an item with, after an ambiguous failure: a piece of its text for the passage
 -- list's `search`, whose results are then picked out by the item's unique tag.
@@ -106,17 +107,15 @@ function Sender:look(it)
   return "absent"
 end
 
--- post(it) -> "sent", passage id | "halt", error | "refused", error (sending again will not
--- help) | "maybe", error (it may have landed: reset, timeout, 5xx) | "again", error (certainly
--- not stored; worth trying again: 429, 408).
-function Sender:post(it)
-  local passages = self.passages
-  local ok, res = pcall(passages.create, passages, self.agent_id,
-                        { text = it.text, tags = json.array({ it.marker, table.unpack(it.tags) }), created_at = it.created_at })
+-- What a request's end means for the items it carried (ok, res: pcall's results): "sent", res |
+-- "halt", error | "refused", error (sending again will not help) | "maybe", error (it may have
+-- landed: reset, timeout, 5xx) | "again", error (certainly not stored; worth trying again: 429,
+-- 408). Adjusts the requests in flight: halved on 429/503, grown back by one on each success.
+function Sender:outcome(ok, res)
   local rate = self.rate
   if ok then
     if rate.limit < self.concurrency then rate:resize(rate.limit + 1) end
-    return "sent", res[1] and res[1].id
+    return "sent", res
   end
   if not errors.is(res) or errors.is(res, "interrupted") then error(res, 0) end
   if res.status == 429 or res.status == 503 then rate:resize(math.max(1, rate.limit // 2)) end -- slow down, it asks
@@ -124,6 +123,22 @@ function Sender:post(it)
   if not errors.not_applied(res) then return "maybe", res end
   if res.status == 429 or res.status == 408 then return "again", res end
   return "refused", res
+end
+
+-- The item's passage fields for the wire: its unique marker tag first.
+function _M.fields(it)
+  return { text = it.text, tags = json.array({ it.marker, table.unpack(it.tags) }), created_at = it.created_at }
+end
+
+-- post(it) -> as outcome, with the passage id when "sent".
+function Sender:post(it)
+  local passages = self.passages
+  local outcome, res = self:outcome(pcall(passages.create, passages, self.agent_id, _M.fields(it)))
+  if outcome == "sent" then
+    self.archive_seen = res[1] and res[1].archive_id or nil -- the agent's archive (batcher.lua)
+    return outcome, res[1] and res[1].id
+  end
+  return outcome, res
 end
 
 -- Looks for item it after an attempt that may have landed (st.maybe): "there"|"halt", detail; or

@@ -152,6 +152,11 @@ end
 
 function Emulator:state() return self.admin:get("/_emulator/state") end
 
+-- emu:stats() -> {embedding = {calls, requests, texts, refused, failed_calls, in_flight}}: calls
+-- counts the server's request_embeddings calls (one per insert or batch), requests what reached
+-- the provider (one per 2048 texts, and the halving retries).
+function Emulator:stats() return self.admin:get("/_emulator/stats") end
+
 -- emu:requests([since]) -> array of logged API requests ({seq, method, path, query, headers, body,
 -- status, fault, ...}).
 function Emulator:requests(since)

@@ -59,15 +59,21 @@ function _M.rmdir(dir)
   if dir and dir:match("^/tmp/") then os.execute("rm -rf " .. _M.quote(dir)) end
 end
 
+-- The shell words that set env (NAME = value, false to unset) for what follows.
+local function env_prefix(env)
+  local prefix = ""
+  for k, v in pairs(env or {}) do
+    prefix = prefix .. (v == false and ("unset " .. k .. "; ") or ("export " .. k .. "=" .. _M.quote(v) .. "; "))
+  end
+  return prefix
+end
+
 -- Runs a shell command line; returns {code=, stdout=, stderr=}.
 -- opts: stdin (text), env (table of NAME = value, false to unset), cwd.
 function _M.sh(cmdline, opts)
   opts = opts or {}
   local dir = _M.tmpdir()
-  local prefix = ""
-  for k, v in pairs(opts.env or {}) do
-    prefix = prefix .. (v == false and ("unset " .. k .. "; ") or ("export " .. k .. "=" .. _M.quote(v) .. "; "))
-  end
+  local prefix = env_prefix(opts.env)
   if opts.cwd then prefix = prefix .. "cd " .. _M.quote(opts.cwd) .. " && " end
   local stdin = "/dev/null"
   if opts.stdin then stdin = _M.write_file(dir .. "/stdin", opts.stdin) end
@@ -88,6 +94,18 @@ function _M.self_signed_cert(dir, name)
       .. "-keyout %s -out %s", _M.quote(key), _M.quote(cert)))
   assert(r.code == 0, "openssl failed (it is needed: apt-get install openssl): " .. tostring(r.stderr))
   return cert, key
+end
+
+-- spawn(argv, {env=, out=}) -> pid: argv in the background (stdin /dev/null, stdout and stderr in
+-- out.out and out.err), in env as sh() sets it.
+function _M.spawn(argv, opts)
+  local parts = {}
+  for _, a in ipairs(argv) do parts[#parts + 1] = _M.quote(a) end
+  local prefix = env_prefix(opts.env)
+  local out = opts.out
+  os.execute(string.format("(%sexec %s) </dev/null >%s.out 2>%s.err & echo $! >%s.pid", prefix, table.concat(parts, " "),
+                           _M.quote(out), _M.quote(out), _M.quote(out)))
+  return assert(tonumber(_M.read_file(out .. ".pid")))
 end
 
 -- Runs bin/lettash with the given argument list.
