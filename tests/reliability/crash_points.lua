@@ -47,6 +47,32 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- Workflows: setup(c), argv(c) of the run to kill, recover(c), check(c) -> nil | reason.
 
+-- The import killed mid-run (in batches of `batch`, or one passage per request); recovered by a
+-- rerun (with the default batch), then a third run sends nothing.
+local function import_workflow(id, how, batch)
+  return {
+    id = id,
+    what = "scripts/import.lua, " .. IMPORT_ITEMS .. " passages, " .. how,
+    recovery = "rerun, then a third run sends nothing",
+    setup = function(c)
+      c.agent = agent_of()
+      c.file, c.texts = lib.jsonl(c.dir .. "/items.jsonl", IMPORT_ITEMS)
+    end,
+    argv = function(c) return { lib.support.root .. "/scripts/import.lua", c.agent, c.file, "--batch", batch } end,
+    recover = function(c)
+      must(lib.cli(c, "import", c.agent, c.file), "the import rerun")
+    end,
+    check = function(c)
+      local bad = lib.check_import(c, c.agent, c.texts)
+      if bad then return bad end
+      local r = must(lib.cli(c, "import", c.agent, c.file, "--json"), "the third run")
+      local s = json.decode(r.stdout)
+      if s.sent ~= 0 or s.skipped ~= IMPORT_ITEMS then return string.format("the third run sent %d, skipped %d", s.sent, s.skipped) end
+      return lib.check_import(c, c.agent, c.texts)
+    end,
+  }
+end
+
 local WORKFLOWS = {
   {
     id = "onboard",
@@ -107,48 +133,8 @@ local WORKFLOWS = {
       return nil
     end,
   },
-  {
-    id = "import",
-    what = "scripts/import.lua, " .. IMPORT_ITEMS .. " passages, batches of 20, 4 in flight",
-    recovery = "rerun, then a third run sends nothing",
-    setup = function(c)
-      c.agent = agent_of()
-      c.file, c.texts = lib.jsonl(c.dir .. "/items.jsonl", IMPORT_ITEMS)
-    end,
-    argv = function(c) return { lib.support.root .. "/scripts/import.lua", c.agent, c.file, "--batch", "20" } end,
-    recover = function(c)
-      must(lib.cli(c, "import", c.agent, c.file), "the import rerun")
-    end,
-    check = function(c)
-      local bad = lib.check_import(c, c.agent, c.texts)
-      if bad then return bad end
-      local r = must(lib.cli(c, "import", c.agent, c.file, "--json"), "the third run")
-      local s = json.decode(r.stdout)
-      if s.sent ~= 0 or s.skipped ~= IMPORT_ITEMS then return string.format("the third run sent %d, skipped %d", s.sent, s.skipped) end
-      return lib.check_import(c, c.agent, c.texts)
-    end,
-  },
-  {
-    id = "import-passage",
-    what = "scripts/import.lua --batch 1, " .. IMPORT_ITEMS .. " passages, 16 in flight",
-    recovery = "rerun, then a third run sends nothing",
-    setup = function(c)
-      c.agent = agent_of()
-      c.file, c.texts = lib.jsonl(c.dir .. "/items.jsonl", IMPORT_ITEMS)
-    end,
-    argv = function(c) return { lib.support.root .. "/scripts/import.lua", c.agent, c.file, "--batch", "1" } end,
-    recover = function(c)
-      must(lib.cli(c, "import", c.agent, c.file), "the import rerun")
-    end,
-    check = function(c)
-      local bad = lib.check_import(c, c.agent, c.texts)
-      if bad then return bad end
-      local r = must(lib.cli(c, "import", c.agent, c.file, "--json"), "the third run")
-      local s = json.decode(r.stdout)
-      if s.sent ~= 0 or s.skipped ~= IMPORT_ITEMS then return string.format("the third run sent %d, skipped %d", s.sent, s.skipped) end
-      return lib.check_import(c, c.agent, c.texts)
-    end,
-  },
+  import_workflow("import", "batches of 20, 4 in flight", "20"),
+  import_workflow("import-passage", "one per request (--batch 1), 16 in flight", "1"),
 }
 
 -- ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ local FAULTS = {
 
 local ATTACH = "PATCH /v1/agents/*/core-memory/blocks/attach/*"
 local BATCH = "POST /v1/archives/*/passages/batch"
+local PASSAGE = "POST /v1/agents/*/archival-memory"
 local DETACH = "PATCH /v1/agents/*/core-memory/blocks/detach/*"
 
 local function agent_of(emu)
@@ -91,6 +92,21 @@ local function chat_setup(c)
   lib.cli_ok(c, "onboard", "bob")
 end
 
+-- The import of 40 items with --batch `batch`, under a fault on each of `routes`.
+local function import_workflow(id, batch, routes)
+  return {
+    id = id,
+    setup = function(c)
+      c.agent = agent_of(c.emu)
+      c.file, c.texts = lib.jsonl(c.dir .. "/items.jsonl", 40)
+    end,
+    run = function(c) return lib.cli(c, "import", c.agent, c.file, "--batch", batch) end,
+    check = function(c) return lib.check_import(c, c.agent, c.texts) end,
+    routes = routes,
+    report_exit = 2, -- failed items: exit 2, listed by line on stdout
+  }
+end
+
 local WORKFLOWS = {
   {
     id = "onboard",
@@ -127,33 +143,12 @@ local WORKFLOWS = {
     routes = { { "POST /v1/agents/*/messages/stream" }, { ATTACH }, { DETACH }, { "GET /v1/blocks/*" },
                { "PATCH /v1/blocks/*" } },
   },
-  {
-    id = "import",
-    setup = function(c)
-      c.agent = agent_of(c.emu)
-      c.file, c.texts = lib.jsonl(c.dir .. "/items.jsonl", 40)
-    end,
-    -- in batches of 10 (the first item alone, through the agent route: it makes the archive)
-    run = function(c) return lib.cli(c, "import", c.agent, c.file, "--batch", "10") end,
-    check = function(c) return lib.check_import(c, c.agent, c.texts) end,
-    -- the look-up (a listing by text) runs only after an ambiguous send: its rule is paired with a
-    -- batch fault
-    routes = { { BATCH }, { BATCH, times = 4 }, { "GET /v1/archives/" }, { "POST /v1/agents/*/archival-memory" },
-               { "GET /v1/agents/*/archival-memory", with = "kind=commit-500,times=2,route=" .. BATCH } },
-    report_exit = 2, -- failed items: exit 2, listed by line on stdout
-  },
-  {
-    id = "import-passage",
-    setup = function(c)
-      c.agent = agent_of(c.emu)
-      c.file, c.texts = lib.jsonl(c.dir .. "/items.jsonl", 40)
-    end,
-    run = function(c) return lib.cli(c, "import", c.agent, c.file, "--batch", "1") end,
-    check = function(c) return lib.check_import(c, c.agent, c.texts) end,
-    routes = { { "POST /v1/agents/*/archival-memory" }, { "POST /v1/agents/*/archival-memory", times = 4 },
-               { "GET /v1/agents/*/archival-memory", with = "kind=commit-500,times=2,route=POST /v1/agents/*/archival-memory" } },
-    report_exit = 2,
-  },
+  -- in batches of 10 (the first item alone, through the agent route: it makes the archive). The
+  -- look-up (a listing by text) runs only after an ambiguous send: its rule is paired with a send fault.
+  import_workflow("import", "10", { { BATCH }, { BATCH, times = 4 }, { "GET /v1/archives/" }, { PASSAGE },
+                                    { "GET /v1/agents/*/archival-memory", with = "kind=commit-500,times=2,route=" .. BATCH } }),
+  import_workflow("import-passage", "1", { { PASSAGE }, { PASSAGE, times = 4 },
+                                           { "GET /v1/agents/*/archival-memory", with = "kind=commit-500,times=2,route=" .. PASSAGE } }),
   {
     id = "offboard",
     setup = function(c)

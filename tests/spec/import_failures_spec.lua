@@ -17,12 +17,7 @@ local MISSING_AGENT = emulator.missing_id("agent")
 
 -- These specs pin the per-passage route (--batch 1, one passage per request through the agent),
 -- whose faults and request counts they assert; import_batch_spec.lua covers the batch route.
-local function per_passage(args)
-  for _, a in ipairs(args) do if a == "--batch" then return args end end
-  local a = { "--batch", "1" }
-  for _, x in ipairs(args) do a[#a + 1] = x end
-  return a
-end
+local per_passage = require("import_checks").per_passage
 
 -- The script as a child: run(url, store, {args}, {env=, stdin=}) -> {code=, stdout=, stderr=}.
 local function run(url, store, args, opts)

@@ -15,12 +15,8 @@ local function sleep(s) letta.sleep(s) end
 
 -- These specs pin the per-passage route (--batch 1, one passage per request through the agent),
 -- whose faults and request counts they assert; import_batch_spec.lua covers the batch route.
-local function per_passage(args)
-  for _, a in ipairs(args) do if a == "--batch" then return args end end
-  local a = { "--batch", "1" }
-  for _, x in ipairs(args) do a[#a + 1] = x end
-  return a
-end
+local checks = require "import_checks"
+local per_passage = checks.per_passage
 
 describe("scripts/import.lua", function()
   local emu, admin, dir
@@ -56,29 +52,10 @@ describe("scripts/import.lua", function()
   end
 
   -- The agent's passages on the server (from the admin state).
-  local function passages_of(agent_id, e)
-    return (e or emu):state().passages[agent_id] or {}
-  end
+  local function passages_of(agent_id, e) return checks.passages(e or emu, agent_id) end
 
   -- Every text of `texts` is on the server exactly once, and nothing else is.
-  local function assert_exactly(texts, agent_id, e)
-    local seen, dups, extra = {}, {}, {}
-    local want = {}
-    for _, t in ipairs(texts) do want[t] = true end
-    local ps = passages_of(agent_id, e)
-    for _, p in ipairs(ps) do
-      if seen[p.text] then dups[#dups + 1] = p.text end
-      seen[p.text] = true
-      if not want[p.text] then extra[#extra + 1] = p.text end
-    end
-    local missing = 0
-    for _, t in ipairs(texts) do if not seen[t] then missing = missing + 1 end end
-    assert(#dups == 0, #dups .. " duplicates on the server, e.g. " .. tostring(dups[1]))
-    assert(missing == 0, missing .. " items missing on the server")
-    assert(#extra == 0, #extra .. " unexpected passages on the server, e.g. " .. tostring(extra[1]))
-    assert.equal(#texts, #ps)
-    return ps
-  end
+  local function assert_exactly(texts, agent_id, e) return checks.exactly(e or emu, agent_id, texts) end
 
   -- Starts the import of `path` into `agent` in the background (stdout/stderr in out.out/out.err);
   -- returns its pid.

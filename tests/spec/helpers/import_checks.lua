@@ -35,6 +35,15 @@ function _M.count(reqs, method, pattern)
   return n
 end
 
+-- per_passage(args) -> args with --batch 1 in front unless they name a batch: the specs that assert
+-- the per-passage route's faults and request counts pin it (import_batch_spec.lua covers batches).
+function _M.per_passage(args)
+  for _, a in ipairs(args) do if a == "--batch" then return args end end
+  local a = { "--batch", "1" }
+  for _, x in ipairs(args) do a[#a + 1] = x end
+  return a
+end
+
 _M.BATCH = "/v1/archives/[^/]+/passages/batch$"
 _M.AGENT_ROUTE = "/v1/agents/[^/]+/archival%-memory$"
 
