@@ -1,6 +1,7 @@
 """Shared pieces of the emulated Letta API: errors, ids, dates, paging, the state store."""
 
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -55,6 +56,11 @@ def ilike(pattern, text):
     next one; NULL never matches. (lower(text) LIKE lower(pattern) is the same thing.)"""
     if text is None:
         return False
+    return _like_rx(pattern).fullmatch(text) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _like_rx(pattern):
     rx, i = [], 0
     while i < len(pattern):
         c = pattern[i]
@@ -64,7 +70,7 @@ def ilike(pattern, text):
             continue
         rx.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
         i += 1
-    return re.fullmatch("".join(rx), text, re.S | re.I) is not None
+    return re.compile("".join(rx), re.S | re.I)
 
 
 def new_id(prefix):

@@ -90,15 +90,36 @@ local function land(s, items, ids)
   return rest
 end
 
+-- Looks for each item that may have landed (st.maybe), LOOKS at once: seen[i] = {what s:look
+-- says} for items[i], or nil for the others.
+local LOOKS = 8
+local function look_all(s, items)
+  local seen, slots, tasks = {}, loop.semaphore(LOOKS), {}
+  for i, it in ipairs(items) do
+    if it.st.maybe and not s.stop then
+      tasks[#tasks + 1] = function()
+        slots:acquire()
+        local ok, what, detail = pcall(s.look, s, it)
+        slots:release()
+        if not ok then error(what, 0) end
+        seen[i] = { what, detail }
+      end
+    end
+  end
+  if #tasks > 0 then loop.gather(tasks) end
+  return seen
+end
+
 -- Looks for the items that may have landed (st.maybe, as in sender:attempt): those found are
 -- journalled done. Returns the others and whether any of them is still unresolved (looking
 -- failed, or a send that timed out may still land: not to be sent again yet).
 local function settle(s, items)
   local ids, unresolved = {}, false
+  local looked = look_all(s, items)
   for i, it in ipairs(items) do
     ids[i] = false
-    if it.st.maybe and not s.stop then
-      local seen, detail = s:look(it)
+    if looked[i] then
+      local seen, detail = looked[i][1], looked[i][2]
       if seen == "there" then ids[i] = detail
       elseif seen == "halt" then s:halt(detail)
       elseif seen == "unknown" or it.st.late then

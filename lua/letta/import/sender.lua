@@ -33,6 +33,7 @@ _M.BACKOFF = BACKOFF
 -- '%' and '_' are wildcards there, which only widen the match), cut to 512 bytes at a character
 -- boundary so that the URL stays short.
 local NEEDLE_MAX = 512
+local LOOK_PAGE = 100
 function _M.needle(text)
   local best = ""
   for run in text:gmatch("[^\\\0]+") do -- the server drops NUL bytes from what it stores
@@ -81,11 +82,16 @@ end
 -- passage id, or nil. Deletes all but one (the rest are duplicates a lost answer let through).
 function Sender:landed(it)
   local passages, found = self.passages, {}
-  for p in passages:each(self.agent_id, { search = _M.needle(it.text), limit = 100 }) do
-    for _, t in ipairs(p.tags or {}) do
-      if t == it.marker then found[#found + 1] = p.id break end
+  local q = { search = _M.needle(it.text), limit = LOOK_PAGE }
+  repeat -- oldest first, after the last one seen; a short page is the last (SQL LIMIT)
+    local page = passages:list(self.agent_id, q)
+    for _, p in ipairs(page) do
+      for _, t in ipairs(p.tags or {}) do
+        if t == it.marker then found[#found + 1] = p.id break end
+      end
     end
-  end
+    q.after = page[#page] and page[#page].id
+  until #page < LOOK_PAGE
   table.sort(found)
   for i = 2, #found do
     pcall(passages.delete, passages, self.agent_id, found[i])
