@@ -58,6 +58,7 @@ end
 -- post(s, items) -> "sent", {passage id of items[i] or false} | "no_route", error | what
 -- sender:outcome says.
 local function post(s, items)
+  if s.route ~= "batch" then return "no_route" end -- another batch found the route missing meanwhile
   local passages = s.client.archives.passages
   local ok, res = pcall(passages.create_many, passages, s.archive_id, wire(items, s.iso8601), { timeout = s.timeout })
   if not ok and no_route(res) then return "no_route", res end
@@ -99,7 +100,7 @@ local function look_all(s, items)
     if it.st.maybe and not s.stop then
       tasks[#tasks + 1] = function()
         slots:acquire()
-        local ok, what, detail = pcall(s.look, s, it)
+        local ok, what, detail = pcall(s.look, s, it) -- (a listing: not one of the slots, which the batches pace)
         slots:release()
         if not ok then error(what, 0) end
         seen[i] = { what, detail }
@@ -154,7 +155,7 @@ local function fall_back(s, items)
   end
   for _, it in ipairs(items) do
     if s.stop then break end
-    s:deliver(it, it.st.maybe)
+    s.in_slot(s, s.deliver, s, it, it.st.maybe)
   end
 end
 
@@ -177,7 +178,7 @@ function deliver(s, items)
     items, unresolved = settle(s, items)
     if #items == 0 or s.stop then break end
     if not unresolved then
-      local outcome, detail = post(s, items)
+      local outcome, detail = s.in_slot(s, post, s, items)
       if outcome == "sent" then
         for i, it in ipairs(items) do if not detail[i] then it.st.maybe = true end end -- not in the answer: look
         items = land(s, items, detail)
@@ -209,7 +210,8 @@ end
 
 -- send(s, batch) journals a batch of items (no key twice) and delivers those not done before. It
 -- holds each item's key meanwhile (dedupe = "content": the same item in another batch waits), taken
--- in key order so that two batches never wait for each other.
+-- in key order so that two batches never wait for each other. Each request takes a slot of the
+-- requests in flight (s.in_slot) for as long as it is in flight: the journal is written outside.
 function _M.send(s, batch)
   local keys = {}
   for i, it in ipairs(batch) do keys[i] = it.key end

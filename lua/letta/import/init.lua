@@ -17,8 +17,8 @@ local journal = require "letta.import.journal"
 local sender = require "letta.import.sender"
 local batcher = require "letta.import.batcher"
 
-local type, error, pcall, ipairs, tostring, string, math, io, os =
-  type, error, pcall, ipairs, tostring, string, math, io, os
+local type, error, pcall, ipairs, tostring, string, table, math, io, os =
+  type, error, pcall, ipairs, tostring, string, table, math, io, os
 
 local _M = {}
 
@@ -157,29 +157,41 @@ local function progress_reporter(opts, summary, total_bytes, fh)
   end
 end
 
--- The items sent by workers through sender s, each taking a slot of s.rate (the requests in
--- flight) before it takes its next items (take() -> a list, empty at the end) and sends them;
--- after each list, on_sent(list, ok, err).
-local function send_all(s, take, send, concurrency, on_sent)
+-- The items sent by `workers` workers through sender s: each takes its next items (take() -> a
+-- list, empty at the end) and sends them (send(list)); after each list, on_sent(list, ok, err).
+-- The requests in flight are s.rate's slots: with own_slots, send takes one itself, just before
+-- its request (then one worker more than slots reads and journals the next batch while the others
+-- are in flight, and sends it the moment a slot frees); else each worker takes one before it takes
+-- its items.
+local function send_all(s, take, send, workers, on_sent, own_slots)
   local rate = s.rate
   local function worker()
     while not s.stop do
-      rate:acquire()
+      if not own_slots then rate:acquire() end
       local rok, list = true, nil
       if not s.stop then rok, list = pcall(take) end
       if not (rok and list and #list > 0) then
-        rate:release()
+        if not own_slots then rate:release() end
         if not rok then error(list, 0) end
         return
       end
       local ok, e = pcall(send, list)
-      rate:release()
+      if not own_slots then rate:release() end
       on_sent(list, ok, e)
     end
   end
-  local workers = {}
-  for i = 1, concurrency do workers[i] = loop.spawn(worker) end
-  return pcall(loop.gather, workers)
+  local tasks = {}
+  for i = 1, workers do tasks[i] = loop.spawn(worker) end
+  return pcall(loop.gather, tasks)
+end
+
+-- fn(...)'s results, fn holding a slot of s.rate (a request in flight) while it runs.
+local function in_slot(s, fn, ...)
+  s.rate:acquire()
+  local r = table.pack(pcall(fn, ...))
+  s.rate:release()
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
 end
 
 -- The sender's route: "batch" through the agent's archive (s.archive_id), "passage" one per
@@ -212,7 +224,9 @@ local function run_workers(s, cfg, ctx, take, send, on_sent)
   local ok, route = pcall(choose_route, s, cfg, take, send_one, ctx.archive, ctx.why)
   if ok then
     s.route = route
-    return send_all(s, take, send, cfg.concurrency, on_sent)
+    local batching = route == "batch"
+    s.batching = batching -- (it stays so when a batch finds no route: send then takes the slot)
+    return send_all(s, take, send, batching and cfg.concurrency + 1 or cfg.concurrency, on_sent, batching)
   end
   if not errors.is(route) then return false, route end
   s:halt(route)
@@ -231,7 +245,7 @@ local function send_items(ctx)
   local report = ctx.report
   local s = sender.new{ store = store, passages = ctx.client.agents.passages, agent_id = cfg.agent_id, run_id = run.id,
                         summary = summary, concurrency = cfg.concurrency, max_attempts = ctx.opts.max_attempts }
-  s.client, s.iso8601, s.on_note = ctx.client, readers.iso8601, ctx.note
+  s.client, s.iso8601, s.on_note, s.in_slot = ctx.client, readers.iso8601, ctx.note, in_slot
   store:durable(false) -- the journal is written per batch: no disk wait per commit
   local handled, held = 0, {}
   local function take()
@@ -239,6 +253,7 @@ local function send_items(ctx)
   end
   local function send(list)
     if s.route == "batch" then return batcher.send(s, list) end
+    if s.batching then return in_slot(s, s.send, s, list[1]) end -- a server without the batch route
     return s:send(list[1])
   end
   local function on_sent(list, ok, e)
